@@ -1,0 +1,23 @@
+# The two commands of README:
+#   make run    install what is missing (Debian packages as root, the venv), then run the chain
+#   make test   install what is missing, then run the tests
+# Variables: CORES (default 8), TARGET (the Snakemake target), SNAKEMAKE_ARGS (e.g.
+# "--configfile config/tiny.yaml"), PYTHON (a Python 3.9 to build the venv from).
+VENV ?= .venv
+CORES ?= 8
+TARGET ?= fbank
+SNAKEMAKE_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test setup
+
+setup:
+	@bash tools/setup.sh
+
+run: setup
+	$(VENV)/bin/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS) $(TARGET)
+
+# pytest exits 5 when it collected no tests: that is a failure, never a pass.
+test: setup
+	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "ERROR: pytest collected no tests" >&2; fi; exit $$rc

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Install what speechtune needs, and nothing already there (a second call installs nothing):
+#   1. Debian packages: espeak-ng, flite, sox (the embedded corpus), wordnet-base (its text);
+#      installed with apt-get when running as root, else the command to run is printed.
+#   2. A Python 3.9 venv (.venv) with the pinned stack of requirements.txt and the project.
+# Python 3.9 is required by k2 1.23.4 (+ torch 1.13.1); it is looked for in $PYTHON, then
+# python3.9 on PATH, then pyenv's versions.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+APT_PACKAGES=(espeak-ng flite sox wordnet-base)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing Debian packages: ${missing[*]}" >&2
+    echo "setup: run as root:  apt-get update && apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "setup: installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+find_python39() {
+  local candidates=()
+  [ -n "${PYTHON:-}" ] && candidates+=("$PYTHON")
+  candidates+=(python3.9)
+  if command -v pyenv >/dev/null 2>&1; then
+    candidates+=("$(pyenv root)"/versions/3.9.*/bin/python3.9)
+  fi
+  candidates+=("$HOME"/.pyenv/versions/3.9.*/bin/python3.9)
+  for py in "${candidates[@]}"; do
+    # The pyenv shim for python3.9 exists but fails when 3.9 is not the active version.
+    if "$py" -c 'import sys; assert sys.version_info[:2] == (3, 9)' >/dev/null 2>&1; then
+      echo "$py"; return 0
+    fi
+  done
+  return 1
+}
+
+stamp="$VENV/.installed"
+wanted=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
+  exit 0
+fi
+if ! py=$(find_python39); then
+  cat >&2 <<'MSG'
+setup: no Python 3.9 found. k2 1.23.4 (the only k2 on PyPI for torch 1.13.1) needs CPython 3.9.
+  Install one, e.g. `pyenv install 3.9.18` or `apt-get install python3.9 python3.9-venv`,
+  or point to it: `make PYTHON=/path/to/python3.9 run`.
+MSG
+  exit 1
+fi
+echo "setup: creating $VENV with $py (pinned stack: requirements.txt; torch is a ~1.8 GB download)"
+[ -x "$VENV/bin/python" ] || "$py" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q -r requirements.txt
+"$VENV/bin/python" -m pip install -q --no-deps -e .
+echo "$wanted" > "$stamp"
+echo "setup: done"
