@@ -5,12 +5,13 @@
 #   snakemake --cores 8 fbank                              # corpus -> manifests -> features
 #   snakemake --cores 8 --configfile config/tiny.yaml fbank  # the seconds-of-audio preset
 import json
+import os
 import sys
 
 sys.path.insert(0, workflow.basedir)
 from stages.config import validate_config  # noqa: E402
 
-configfile: "config/config.yaml"
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 validate_config(config, where="Snakemake config")
 
 PYTHON = sys.executable  # the venv that runs Snakemake runs every stage

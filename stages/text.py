@@ -15,7 +15,7 @@ corpus writes numbers as words, and drops source sentences that contain digits.
 >>> normalize_text("Set a timer -- for ten minutes, please!")
 'SET A TIMER FOR TEN MINUTES PLEASE'
 >>> normalize_text("the 'next-to-last' column")
-"THE NEXT TO LAST COLUMN"
+'THE NEXT TO LAST COLUMN'
 """
 import re
 import unicodedata

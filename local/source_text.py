@@ -1,0 +1,46 @@
+"""The source domain's sentences: the example sentences of WordNet 3.0.
+
+WordNet's glosses quote short usage examples ("she rubbed down her child with a sponge"):
+about 48,000 phrases and sentences of everyday English, installed by the Debian package
+wordnet-base. They are normalized with ``stages.text.normalize_text``; those with digits are
+dropped, since how a digit string was read is a guess::
+
+    >>> sentences = wordnet_sentences(min_words=4, max_words=20)
+    >>> len(sentences) > 30000, sentences == sorted(set(sentences))
+    (True, True)
+"""
+import re
+from pathlib import Path
+from typing import Iterator, List
+
+from stages.text import normalize_text
+
+WORDNET_DIR = Path("/usr/share/wordnet")
+WORDNET_FILES = tuple(f"data.{pos}" for pos in ("noun", "verb", "adj", "adv"))
+
+_QUOTED = re.compile(r'"([^"]+)"')
+_DIGIT = re.compile(r"\d")
+
+
+def wordnet_examples(wordnet_dir: Path = WORDNET_DIR) -> Iterator[str]:
+    """The quoted examples of every synset's gloss, as written.
+
+    A data line is ``<offset> <lex_filenum> <ss_type> ... | <gloss>``; lines starting with two
+    spaces are the license header.
+    """
+    for name in WORDNET_FILES:
+        with open(Path(wordnet_dir) / name, encoding="ascii") as f:
+            for line in f:
+                if line.startswith("  ") or " | " not in line:
+                    continue
+                yield from _QUOTED.findall(line.split(" | ", 1)[1])
+
+
+def wordnet_sentences(min_words: int, max_words: int, wordnet_dir: Path = WORDNET_DIR) -> List[str]:
+    """Distinct normalized examples of ``min_words``..``max_words`` words without digits, sorted."""
+    sentences = set()
+    for example in wordnet_examples(wordnet_dir):
+        sentence = normalize_text(example)
+        if min_words <= len(sentence.split()) <= max_words and not _DIGIT.search(sentence):
+            sentences.add(sentence)
+    return sorted(sentences)

@@ -1,0 +1,249 @@
+"""Stage ``corpus``: the embedded default corpus, synthesized with the tiny preset."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import local.embedded_corpus as embedded_corpus
+import stages.corpus as corpus_stage
+from local.embedded_corpus import Room, Speaker, Utterance, mix_at_snr, noise_clip, plan_corpus, synthesize
+from local.target_grammar import intent_sentences
+from stages.cli import StageError
+from stages.config import CONFIG_DIR, REPO_ROOT, ConfigError, load_config
+from stages.text import normalize_text
+
+TINY = load_config([CONFIG_DIR / "config.yaml", CONFIG_DIR / "tiny.yaml"])
+KALDI_FILES = ("wav.scp", "text", "utt2spk", "spk2utt", "spk2voice")
+
+
+def build(domain: str, workdir: Path, seed: int = 1234, **overrides) -> Path:
+    """Run the stage on the tiny preset from ``workdir`` (as Snakemake runs it from the repo
+    root), writing the relative OUT_DIR ``<domain>``; return ``workdir / domain``."""
+    config = dict(TINY["corpus"][domain], **overrides)
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        corpus_stage.main(["--domain", domain, domain, "--config-json", json.dumps(config), "--seed", str(seed)])
+    finally:
+        os.chdir(cwd)
+    return workdir / domain
+
+
+def read_table(path: Path) -> Dict[str, str]:
+    """A Kaldi table as {key: rest of line}, asserting its keys are sorted and unique."""
+    keys, values = [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, _, value = line.partition(" ")
+        keys.append(key)
+        values.append(value)
+    assert keys == sorted(set(keys)), f"{path} is not sorted by unique key"
+    return dict(zip(keys, values))
+
+
+def tree_bytes(root: Path) -> Dict[str, bytes]:
+    """Every file under ``root`` but provenance.json (it holds the wall time), by relative path."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*")) if p.is_file() and p.name != "provenance.json"
+    }
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("corpus")
+
+
+@pytest.fixture(scope="module")
+def target(workdir: Path) -> Path:
+    return build("target", workdir)
+
+
+@pytest.fixture(scope="module")
+def source(workdir: Path) -> Path:
+    return build("source", workdir)
+
+
+def voices(data_dir: Path) -> List[str]:
+    """The ``voice=`` of each speaker in a split's spk2voice."""
+    return [value.split("voice=")[1].split()[0] for value in read_table(data_dir / "spk2voice").values()]
+
+
+def transcripts(data_dir: Path) -> set:
+    return set(read_table(data_dir / "text").values())
+
+
+# (1) determinism
+
+
+def test_same_seed_gives_identical_bytes_whatever_the_workers(target: Path, tmp_path: Path, monkeypatch) -> None:
+    # One worker instead of several: the stopping point is decided in utterance order.
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    again = build("target", tmp_path)
+    assert tree_bytes(again) == tree_bytes(target)
+
+
+def test_another_seed_gives_another_corpus(target: Path, tmp_path: Path) -> None:
+    other = build("target", tmp_path, seed=99)
+    for split in ("train", "dev", "test"):
+        assert (other / split / "text").read_bytes() != (target / split / "text").read_bytes()
+
+
+# (2) Kaldi data dirs and audio
+
+
+@pytest.mark.parametrize("domain", ["source", "target"])
+def test_kaldi_dirs_are_consistent_and_long_enough(domain: str, request) -> None:
+    out_dir: Path = request.getfixturevalue(domain)
+    provenance = json.loads((out_dir / "provenance.json").read_text())
+    assert provenance["seed"] == 1234 and provenance["domain"] == domain
+    for split, split_config in TINY["corpus"][domain]["splits"].items():
+        data_dir = out_dir / split
+        assert sorted(p.name for p in data_dir.iterdir()) == sorted(KALDI_FILES)
+        wav_scp, text, utt2spk, spk2utt, spk2voice = (read_table(data_dir / name) for name in KALDI_FILES)
+        assert set(wav_scp) == set(text) == set(utt2spk)
+        assert {utt: spk for spk, utts in spk2utt.items() for utt in utts.split()} == utt2spk
+        assert set(spk2voice) == set(spk2utt)
+        seconds = 0.0
+        for utt, path in wav_scp.items():
+            assert utt.startswith(f"{utt2spk[utt]}-{split}-")
+            assert text[utt] == normalize_text(text[utt]) != ""
+            # Relative to where the stage ran, pointing at the final location.
+            assert path == f"{domain}/wav/{split}/{utt}.wav"
+            info = sf.info(str(out_dir.parent / path))
+            assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+            seconds += info.frames / info.samplerate
+        assert seconds >= split_config["minutes"] * 60
+        assert provenance["splits"][split]["utterances"] == len(wav_scp)
+        assert provenance["splits"][split]["seconds"] == pytest.approx(seconds, abs=1e-3)
+    # Audio past each split's stopping point was removed.
+    wavs = {p.stem for p in (out_dir / "wav").rglob("*.wav")}
+    assert wavs == {utt for split in TINY["corpus"][domain]["splits"] for utt in read_table(out_dir / split / "text")}
+
+
+# (3) target held-out sentences and voice
+
+
+def test_target_dev_and_test_are_held_out(target: Path) -> None:
+    train = transcripts(target / "train")
+    assert not transcripts(target / "dev") & train
+    assert not transcripts(target / "test") & train
+    train_voices = set(voices(target / "train"))
+    assert train_voices == set(TINY["corpus"]["target"]["train_voices"])
+    assert set(voices(target / "dev")) == train_voices
+    assert set(voices(target / "test")) - train_voices  # a voice train never heard
+    assert set(voices(target / "test")) & train_voices  # and fresh settings of a known one
+    assert not set(read_table(target / "test" / "spk2voice")) & set(read_table(target / "train" / "spk2voice"))
+
+
+# (4) source held-out sentences and voices
+
+
+def test_source_test_voices_and_sentences_are_held_out(source: Path) -> None:
+    assert not set(voices(source / "test")) & set(voices(source / "train"))
+    assert not transcripts(source / "test") & transcripts(source / "train")
+
+
+def test_default_source_voices_are_distinct_and_held_out() -> None:
+    config = load_config([])["corpus"]["source"]
+    plans = plan_corpus("source", config, seed=1234)
+    train = [s.voice.split()[1] for s in plans["train"].speakers]
+    test = [s.voice.split()[1] for s in plans["test"].speakers]
+    assert len(set(train + test)) == len(train + test) >= 20
+    assert (len(train), len(test)) == (config["train_voices"], config["test_voices"])
+
+
+def test_every_configured_espeak_voice_sounds_different() -> None:
+    # espeak-ng silently ignores a variant it cannot apply (en-gb+m1 sounds like en-gb+f5).
+    config = load_config([])["corpus"]["source"]
+    audio = {
+        f"{accent}+{variant}": subprocess.run(
+            ["espeak-ng", "-v", f"{accent}+{variant}", "--stdout", "the quick brown fox"],
+            capture_output=True, check=True,
+        ).stdout
+        for accent in config["accents"] for variant in config["variants"]
+    }
+    assert len(set(audio.values())) == len(audio)
+
+
+# (5) missing synthesizer or WordNet
+
+
+@pytest.mark.parametrize("domain, package", [("source", "espeak-ng"), ("target", "flite")])
+def test_missing_synthesizer_names_the_debian_package(domain: str, package: str, tmp_path: Path) -> None:
+    config = json.dumps(TINY["corpus"][domain])
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.corpus", "--domain", domain, str(tmp_path / domain),
+         "--config-json", config, "--seed", "1"],
+        cwd=REPO_ROOT, capture_output=True, text=True, env={"PATH": str(tmp_path)},
+    )
+    assert result.returncode == 1
+    assert f"{package} not found: install the Debian package with `apt-get install {package}`" in result.stderr
+    assert not (tmp_path / domain).exists()
+
+
+def test_failing_synthesizer_shows_command_and_stderr() -> None:
+    speaker = Speaker("spk", "nonexistent", ("espeak-ng", "-v", "xx-nonexistent", "--stdout"))
+    with pytest.raises(StageError, match=r"`espeak-ng -v xx-nonexistent --stdout 'hello world'` failed.*does not exist"):
+        synthesize(Utterance("u", speaker, "HELLO WORLD", room=None))
+
+
+def test_missing_wordnet_names_the_debian_package(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(embedded_corpus, "WORDNET_DIR", tmp_path)
+    with pytest.raises(StageError, match="apt-get install wordnet-base"):
+        build("source", tmp_path)
+
+
+def test_unknown_flite_voice_is_a_config_error(tmp_path: Path) -> None:
+    # flite itself would read with its default voice instead.
+    with pytest.raises(ConfigError, match="no voice 'slt16'"):
+        build("target", tmp_path, train_voices=["slt16"])
+
+
+# (6) grammar
+
+
+def test_grammar_sentences_are_normalized_words() -> None:
+    sentences = [s for intent in intent_sentences().values() for s in intent]
+    assert all(normalize_text(s) == s and not any(c.isdigit() for c in s) for s in sentences)
+    assert 100 <= len({w for s in sentences for w in s.split()}) <= 500
+
+
+# (7) noise mixing
+
+
+@pytest.mark.parametrize("noise_type", ["pinknoise", "brownnoise", "whitenoise"])
+@pytest.mark.parametrize("snr_db", [0.0, 7.5, 20.0])
+def test_mixed_utterance_has_the_requested_snr(noise_type: str, snr_db: float) -> None:
+    speaker = plan_corpus("target", TINY["corpus"]["target"], seed=1234)["train"].speakers[0]
+    speech = synthesize(Utterance("u", speaker, "SET A TIMER FOR TEN MINUTES", room=None))
+    noise = noise_clip(Room(50, 50, noise_type, snr_db, noise_offset=0.3), len(speech))
+    mixed = mix_at_snr(speech, noise, snr_db)
+    measured = 10 * np.log10(np.sum(speech.astype(np.float64) ** 2) / np.sum((mixed - speech).astype(np.float64) ** 2))
+    assert measured == pytest.approx(snr_db, abs=0.1)
+
+
+# (8) CLI and atomic output
+
+
+def test_help_works() -> None:
+    result = subprocess.run([sys.executable, "-m", "stages.corpus", "--help"],
+                            cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0 and "--domain" in result.stdout
+
+
+def test_failed_run_leaves_no_out_dir(tmp_path: Path, monkeypatch) -> None:
+    def failing(utt: Utterance) -> np.ndarray:
+        if utt.id.endswith("-00005"):
+            raise StageError("synthesizer crashed")
+        return synthesize(utt)
+
+    monkeypatch.setattr(corpus_stage, "synthesize", failing)
+    with pytest.raises(StageError, match="synthesizer crashed"):
+        build("target", tmp_path)
+    assert list(tmp_path.iterdir()) == []
