@@ -2,8 +2,9 @@
 # `python -m stages.<rule>`, with its config section as params, so changing a key reruns the
 # rule that reads it and what follows, nothing upstream.
 #
-#   snakemake --cores 8 fbank                              # corpus -> manifests -> features
-#   snakemake --cores 8 --configfile config/tiny.yaml fbank  # the seconds-of-audio preset
+#   snakemake --cores 8 exp/finetuned/wer.txt    # the whole chain, every system, exp/report.*
+#   snakemake --cores 8 fbank                    # corpus -> manifests -> features only
+#   snakemake --cores 8 --configfile config/tiny.yaml exp/finetuned/wer.txt   # seconds of audio
 import json
 import os
 import sys
@@ -19,6 +20,16 @@ SPLITS = {domain: sorted(config["corpus"][domain]["splits"]) for domain in ("sou
 SUBSETS = [f"{domain}_{split}" for domain, splits in SPLITS.items() for split in splits]
 
 
+# One lang dir per domain: data/lang_bpe_500_source (trains the BPE model: the pretrained
+# model's tokens) and data/lang_bpe_500_target (reuses it; target words and LM).
+BPE = config["lang"]["unit"] == "bpe"
+LANG = f"data/lang_bpe_{config['lang']['bpe']['vocab_size']}" if BPE else "data/lang_phone"
+SYSTEMS = ["pretrained", "finetuned", "scratch"]
+TESTSETS = ["target_test", "source_test"]
+# CTC greedy search joins BPE pieces into words; phone units decode with HLG only.
+METHODS = ["hlg", "greedy"] if BPE else ["hlg"]
+
+
 def section(*keys):
     """A config section as JSON for a stage's --config-json (and for Snakemake's params check)."""
     value = config
@@ -27,9 +38,44 @@ def section(*keys):
     return json.dumps(value, sort_keys=True)
 
 
+def sections(*names):
+    """Several top-level sections as one JSON object, for stages that read more than one."""
+    return json.dumps({name: config[name] for name in names}, sort_keys=True)
+
+
 wildcard_constraints:
     domain="source|target",
     split="train|dev|test",
+    system="|".join(SYSTEMS),
+    testset="|".join(TESTSETS),
+    method="hlg|greedy",
+
+
+rule report:
+    """Every system's scores side by side: exp/report.{json,md} and a bar chart."""
+    input:
+        expand("exp/{system}/decode/{testset}/{method}/wer.json", system=SYSTEMS, testset=TESTSETS, method=METHODS),
+        expand("exp/{system}/provenance.json", system=SYSTEMS),
+    output:
+        json="exp/report.json",
+        md="exp/report.md",
+        png="exp/report_wer.png",
+    log:
+        "logs/report/report.log",
+    shell:
+        "{PYTHON} -m stages.report exp --systems {SYSTEMS} --testsets {TESTSETS} > {log} 2>&1"
+
+
+rule wer:
+    """exp/<system>/wer.txt: the target test set's WER, once every system is scored and
+    reported, so the main target builds the whole comparison."""
+    input:
+        wer="exp/{system}/decode/target_test/hlg/wer.txt",
+        report="exp/report.json",
+    output:
+        "exp/{system}/wer.txt",
+    shell:
+        "cp {input.wer} {output}"
 
 
 rule fbank:
@@ -97,3 +143,129 @@ rule features:
     shell:
         "{PYTHON} -m stages.features {input} {output.cuts} "
         "--config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
+
+
+rule lang:
+    """Tokens, lexicon, L, the domain's n-gram LM and HLG (an icefall-compatible lang dir)."""
+    input:
+        cuts="data/manifests/{domain}_train_cuts.jsonl.gz",
+        # The target domain spells its words with the pretrained model's BPE pieces.
+        source_lang=lambda w: [f"{LANG}_source"] if BPE and w.domain == "target" else [],
+    output:
+        directory(f"{LANG}_{{domain}}"),
+    params:
+        cfg=section("lang"),
+        seed=config["seed"],
+        bpe_model=lambda w, input: f"--bpe-model {input.source_lang[0]}/bpe.model" if input.source_lang else "",
+    log:
+        "logs/lang/{domain}.log",
+    benchmark:
+        "logs/lang/{domain}.benchmark.tsv"
+    shell:
+        "{PYTHON} -m stages.lang {input.cuts} --lm-text {wildcards.domain}={input.cuts} {params.bpe_model} "
+        "{output} --config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
+
+
+rule pretrain:
+    """The source-domain model from random initialization: the pretrained start."""
+    input:
+        cuts="data/fbank/source_train_cuts.jsonl.gz",
+        lang=f"{LANG}_source",
+    output:
+        model="exp/pretrained/model.pt",
+        provenance="exp/pretrained/provenance.json",
+    params:
+        cfg=sections("model", "loss", "pretrain"),
+        seed=config["seed"],
+    log:
+        "logs/pretrain/pretrain.log",
+    benchmark:
+        "logs/pretrain/pretrain.benchmark.tsv"
+    threads: 2
+    shell:
+        "{PYTHON} -m stages.pretrain {input.cuts} {input.lang} exp/pretrained "
+        "--config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
+
+
+rule finetune:
+    """Plain fine-tuning of the pretrained model on the target domain."""
+    input:
+        init="exp/pretrained/model.pt",
+        cuts="data/fbank/target_train_cuts.jsonl.gz",
+        valid="data/fbank/target_dev_cuts.jsonl.gz",
+        lang=f"{LANG}_target",
+    output:
+        model="exp/finetuned/model.pt",
+        provenance="exp/finetuned/provenance.json",
+    params:
+        cfg=sections("loss", "finetune"),
+        seed=config["seed"],
+    log:
+        "logs/finetune/finetune.log",
+    benchmark:
+        "logs/finetune/finetune.benchmark.tsv"
+    threads: 2
+    shell:
+        "{PYTHON} -m stages.finetune {input.init} {input.cuts} {input.valid} {input.lang} exp/finetuned "
+        "--config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
+
+
+rule scratch:
+    """The target data and finetune's step budget, from random initialization."""
+    input:
+        cuts="data/fbank/target_train_cuts.jsonl.gz",
+        valid="data/fbank/target_dev_cuts.jsonl.gz",
+        lang=f"{LANG}_target",
+    output:
+        model="exp/scratch/model.pt",
+        provenance="exp/scratch/provenance.json",
+    params:
+        cfg=sections("model", "loss", "finetune", "scratch"),
+        seed=config["seed"],
+    log:
+        "logs/scratch/scratch.log",
+    benchmark:
+        "logs/scratch/scratch.benchmark.tsv"
+    threads: 2
+    shell:
+        "{PYTHON} -m stages.scratch {input.cuts} {input.valid} {input.lang} exp/scratch "
+        "--config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
+
+
+rule decode:
+    """HLG 1-best (and CTC greedy) recognitions of one test set by one system."""
+    input:
+        model="exp/{system}/model.pt",
+        lang=lambda w: f"{LANG}_{w.testset.split('_')[0]}",
+        cuts="data/fbank/{testset}_cuts.jsonl.gz",
+    output:
+        expand("exp/{{system}}/decode/{{testset}}/{method}/{name}",
+               method=METHODS, name=["hyp.txt", "ref.txt", "utt2spk", "rtf.json"]),
+    params:
+        cfg=section("decode"),
+        seed=config["seed"],
+        lm=lambda w: w.testset.split("_")[0],
+    log:
+        "logs/decode/{system}_{testset}.log",
+    benchmark:
+        "logs/decode/{system}_{testset}.benchmark.tsv"
+    threads: 2
+    shell:
+        "{PYTHON} -m stages.decode {input.model} {input.lang} {params.lm} {input.cuts} "
+        "exp/{wildcards.system}/decode/{wildcards.testset} "
+        "--config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
+
+
+rule score:
+    """Kaldi's %WER line, per-utterance alignments and per-speaker WER."""
+    input:
+        "exp/{system}/decode/{testset}/{method}/hyp.txt",
+    output:
+        "exp/{system}/decode/{testset}/{method}/wer.txt",
+        "exp/{system}/decode/{testset}/{method}/wer.json",
+        "exp/{system}/decode/{testset}/{method}/per_utt.txt",
+        "exp/{system}/decode/{testset}/{method}/per_spk.txt",
+    log:
+        "logs/score/{system}_{testset}_{method}.log",
+    shell:
+        "{PYTHON} -m stages.score exp/{wildcards.system}/decode/{wildcards.testset}/{wildcards.method} > {log} 2>&1"

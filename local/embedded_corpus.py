@@ -232,7 +232,7 @@ def plan_corpus(domain: str, config: Mapping[str, Any], seed: int) -> Dict[str, 
 
 
 def _plan_source(config: Mapping[str, Any], seed: int) -> Dict[str, SplitPlan]:
-    sentences = wordnet_sentences(config["min_words"], config["max_words"])
+    sentences = wordnet_sentences(config["min_words"], config["max_words"], config["vocabulary_size"])
     random.Random(f"{seed}/source/sentences").shuffle(sentences)
     test_sentences, train_sentences = _hold_out(sentences, config["test_sentence_fraction"])
     train_speakers, test_speakers = _source_speakers(config, seed)

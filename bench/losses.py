@@ -1,0 +1,124 @@
+"""k2 CTC vs torch CTC, and LF-MMI vs CTC: time per training step on one batch, side by side.
+
+    .venv/bin/python bench/losses.py [--reps 20] [--batch 8] [--frames 300]
+
+The batch: ``--batch`` WordNet sentences (the source domain's text) with random 80-dim
+features of ``--frames`` frames (100 output frames after subsampling 3), tokens from a
+500-piece sentencepiece model trained on WordNet, the default model of config/config.yaml.
+LF-MMI's bigram P comes from every WordNet sentence (the size pretraining on the source
+domain meets: its den graph is what LF-MMI's time grows with) and, for "LF-MMI target P",
+from the target domain's command grammar (what fine-tuning meets) plus the batch's own
+transcripts (so the same batch is accepted). Each repetition runs every
+variant once, in turn, so load on the machine hits all of them alike; the medians are printed
+with their ratios. Variants:
+
+    loss: the loss and its backward on fixed log-probs (what the loss itself costs)
+    step: model forward + loss + backward (what a training step costs)
+
+The goal (the ASR-chain issue): k2 CTC step <= 1.5x torch CTC step.
+"""
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from local.source_text import wordnet_sentences  # noqa: E402
+from local.target_grammar import sample_sentences  # noqa: E402
+from stages.config import load_config  # noqa: E402
+from stages.graphs import build_graph_compiler  # noqa: E402
+from stages.losses import build_loss  # noqa: E402
+from stages.models import build_model, num_parameters  # noqa: E402
+from tests.test_losses import supervisions_for, write_bpe_lang_dir  # noqa: E402  (until stages.lang settles)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--vocab-size", type=int, default=500)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    config = load_config([])
+    sentences = wordnet_sentences(min_words=4, max_words=20)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        lang_dir = write_bpe_lang_dir(Path(tmp) / "lang_bpe", sentences, args.vocab_size)
+        compiler = build_graph_compiler(lang_dir, config["loss"])
+    model = build_model({**config["model"], "feature_dim": 80, "num_tokens": compiler.num_tokens})
+    ctc_loss = build_loss(dict(config["loss"], type="ctc"), compiler, model.subsampling_factor)
+    # Sentences that fit the output frames (CTC needs a frame per token and per repeat).
+    out_frames = model.output_lengths(args.frames)
+    texts = [s for s, ids in zip(sentences, compiler.texts_to_ids(sentences))
+             if 0.3 * out_frames < len(ids) < 0.5 * out_frames]
+    texts = texts[:: len(texts) // args.batch][: args.batch]
+    num_frames = [args.frames - 6 * i for i in range(args.batch)]
+    supervisions = supervisions_for(num_frames, texts)
+    features = torch.randn(args.batch, args.frames, 80)
+    logits = torch.randn(args.batch, out_frames, compiler.num_tokens, requires_grad=True)
+    token_ids = compiler.texts_to_ids(texts)
+    mmi = dict(config["loss"], type="mmi")
+    mmi_losses = {
+        "source P": build_loss(mmi, compiler, model.subsampling_factor, train_texts=sentences),
+        "target P": build_loss(mmi, compiler, model.subsampling_factor, train_texts=texts + [
+            s for intent in sample_sentences(config["seed"]).values() for s in intent
+        ]),
+    }
+
+    def torch_ctc(log_probs: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.ctc_loss(
+            log_probs.transpose(0, 1),
+            torch.tensor([t for ids in token_ids for t in ids]),
+            input_lengths=model.output_lengths(torch.tensor(num_frames)),
+            target_lengths=torch.tensor([len(ids) for ids in token_ids]),
+            blank=0, reduction="sum",
+        )
+
+    losses: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+        "torch CTC": torch_ctc,
+        "k2 CTC": lambda log_probs: ctc_loss(log_probs, supervisions)[0],
+        **{f"LF-MMI {name}": lambda log_probs, loss_fn=loss_fn: loss_fn(log_probs, supervisions)[0]
+           for name, loss_fn in mmi_losses.items()},
+    }
+    variants: Dict[str, Callable[[], None]] = {}
+    for name, loss_of in losses.items():
+        variants[f"loss {name}"] = lambda loss_of=loss_of: loss_of(logits.log_softmax(-1)).backward()
+        variants[f"step {name}"] = lambda loss_of=loss_of: loss_of(model(features)).backward()
+
+    times: Dict[str, List[float]] = {name: [] for name in variants}
+    for rep in range(args.reps + 1):
+        for name, run in variants.items():
+            model.zero_grad()
+            started = time.perf_counter()
+            run()
+            if rep > 0:  # the first round warms up allocators and caches
+                times[name].append(time.perf_counter() - started)
+
+    median = {name: statistics.median(t) for name, t in times.items()}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch} x {args.frames} "
+          f"frames -> {out_frames} output frames, {compiler.num_tokens} tokens, "
+          f"{sum(map(len, token_ids)) / len(token_ids):.1f} tokens/utterance")
+    print(f"model: {config['model']['type']}, {num_parameters(model) / 1e6:.2f}M parameters (untrained: "
+          f"near-uniform outputs, the largest lattices); output_beam {config['loss']['output_beam']}, "
+          f"LF-MMI ctc_weight {config['loss']['ctc_weight']}")
+    for name, loss_fn in mmi_losses.items():
+        print(f"LF-MMI {name}: bigram {loss_fn.bigram.num_arcs} arcs; den graph "
+              f"{loss_fn.den_graph.shape[0]} states, {loss_fn.den_graph.num_arcs} arcs")
+    print(f"{'variant':<22} {'median ms':>10} {'min ms':>8}   (over {args.reps} interleaved repetitions)")
+    for name, t in times.items():
+        print(f"{name:<22} {1000 * median[name]:>10.1f} {1000 * min(t):>8.1f}")
+    for kind in ("loss", "step"):
+        ratios = [f"k2 CTC / torch CTC = {median[f'{kind} k2 CTC'] / median[f'{kind} torch CTC']:.2f}x"]
+        ratios += [f"LF-MMI {name} / k2 CTC = {median[f'{kind} LF-MMI {name}'] / median[f'{kind} k2 CTC']:.2f}x"
+                   for name in mmi_losses]
+        print(f"{kind}: " + ", ".join(ratios))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Stage ``scratch``: the same target data and step budget as ``finetune``, no pretrained start.
+
+    python -m stages.scratch data/fbank/target_train_cuts.jsonl.gz \\
+        data/fbank/target_dev_cuts.jsonl.gz data/lang_bpe_500 exp/scratch
+
+Training keys are finetune's (same epochs and batch duration, so the same steps) with
+``scratch.lr`` and ``scratch.warmup_steps`` in place of fine-tuning's small learning rate; the
+architecture is the config's ``model`` section, as for ``pretrain``. What separates this system
+from ``finetuned`` is only the pretrained start: the point of the comparison.
+"""
+import argparse
+from pathlib import Path
+from typing import Optional, Sequence
+
+from stages.cli import run_cli
+from stages.config import add_config_arguments, stage_sections, stage_seed
+from stages.provenance import StageRun
+from stages.training import load_cuts, model_params_for, train
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m stages.scratch", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("cuts", type=Path, help="target-domain training cuts with features")
+    parser.add_argument("valid_cuts", type=Path, help="target-domain dev cuts with features")
+    parser.add_argument("lang_dir", type=Path)
+    parser.add_argument("exp_dir", type=Path, help="system directory to write, e.g. exp/scratch")
+    add_config_arguments(parser)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = get_parser().parse_args(argv)
+    config = stage_sections(args, ["model", "loss", "finetune", "scratch"])
+    run = StageRun("scratch", config, stage_seed(args))
+    train_cuts = load_cuts(args.cuts)
+    train(
+        run, args.exp_dir, args.lang_dir, train_cuts, load_cuts(args.valid_cuts),
+        model_params=model_params_for(config["model"], args.lang_dir, train_cuts),
+        loss_params=config["loss"], train_params={**config["finetune"], **config["scratch"]},
+    )
+
+
+if __name__ == "__main__":
+    run_cli(main)

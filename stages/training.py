@@ -1,0 +1,284 @@
+"""The training loop the ``pretrain``, ``finetune`` and ``scratch`` stages share.
+
+Read it top to bottom like an icefall ``train.py``: data (lhotse's DynamicBucketingSampler +
+K2SpeechRecognitionDataset over precomputed fbank), model (:mod:`stages.models`), loss
+(:mod:`stages.losses`, k2 CTC or LF-MMI), Adam with linear warm-up then per-epoch decay,
+gradient clipping, Kaldi's periodic semi-orthogonal constraint, a validation loss per epoch,
+TensorBoard scalars and tqdm bars. Its system directory, e.g. ``exp/finetuned/``, holds::
+
+    epoch-<n>.pt          icefall-format checkpoints: {"model", "optimizer", "sampler",
+                          "epoch", "step", "config_hash", "model_params", ...}
+    checkpoint-<step>.pt  the same, mid-epoch, every ``save_every_steps`` (last two kept)
+    model.pt              the average of the last ``average_last`` epochs: what decode reads
+    P.pt                  LF-MMI's token bigram (mmi only)
+    tensorboard/          train/valid loss, learning rate
+    log/log-train.txt     this log, appended on resume
+    provenance.json       resolved config, versions, seed, train_seconds
+
+A rerun resumes from the newest checkpoint written with the same config (``config_hash``),
+mid-epoch included (the sampler's state is saved), and says so in the log; a checkpoint from a
+different config is never resumed. ``model.pt`` and ``provenance.json`` are written last and
+atomically: their presence means training finished.
+"""
+import hashlib
+import json
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import torch
+from lhotse import CutSet
+from lhotse.dataset import DynamicBucketingSampler, K2SpeechRecognitionDataset
+from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from stages.cli import StageError
+from stages.graphs import build_graph_compiler, save_fsa
+from stages.losses import build_loss
+from stages.models import build_model, num_parameters
+from stages.provenance import StageRun, atomic_file
+
+log = logging.getLogger("speechtune.training")
+
+ORTHONORMAL_CONSTRAINT_INTERVAL = 4  # steps, as Kaldi's nnet3 chain training
+
+
+def load_cuts(path: Path) -> CutSet:
+    """An eager CutSet with features, or a StageError naming the file and the stage to run."""
+    if not Path(path).is_file():
+        raise StageError(f"{path} is missing: run the features stage for it first")
+    cuts = CutSet.from_file(path).to_eager()
+    if len(cuts) == 0:
+        raise StageError(f"{path} holds no cuts")
+    if not all(cut.has_features for cut in cuts):
+        raise StageError(f"{path}: cuts without features; point at data/fbank/, not data/manifests/")
+    return cuts
+
+
+def make_loader(cuts: CutSet, max_duration: float, shuffle: bool, seed: int) -> DataLoader:
+    """Batches of up to ``max_duration`` seconds, bucketed by length (icefall's asr_datamodule)."""
+    sampler = DynamicBucketingSampler(
+        cuts, max_duration=max_duration, shuffle=shuffle, seed=seed,
+        num_buckets=min(10, max(1, len(cuts) // 20)), drop_last=False,
+    )
+    dataset = K2SpeechRecognitionDataset(return_cuts=False)
+    return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=0)
+
+
+def split_validation(cuts: CutSet, fraction: float, seed: int) -> Tuple[CutSet, CutSet]:
+    """(train, valid): a seeded random ``fraction`` of the cuts held out for validation."""
+    shuffled = cuts.shuffle(rng=random.Random(seed))
+    num_valid = max(1, round(fraction * len(cuts)))
+    ids = [cut.id for cut in shuffled]
+    return cuts.subset(cut_ids=ids[num_valid:]), cuts.subset(cut_ids=ids[:num_valid])
+
+
+def model_params_for(model_section: Mapping[str, Any], lang_dir: Path, cuts: CutSet) -> Dict[str, Any]:
+    """The config's ``model`` section completed with what the data decides: the feature
+    dimension and the number of model outputs (tokens.txt without disambiguation symbols)."""
+    tokens = Path(lang_dir) / "tokens.txt"
+    if not tokens.is_file():
+        raise StageError(f"{tokens} is missing: run the lang stage first")
+    with open(tokens, encoding="utf-8") as f:
+        num_tokens = sum(1 for line in f if line.split() and not line.startswith("#"))
+    return {**model_section, "feature_dim": next(iter(cuts)).num_features, "num_tokens": num_tokens}
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def learning_rate(params: Mapping[str, Any], step: int, epoch: int) -> float:
+    """Linear warm-up over ``warmup_steps``, then ``lr_decay`` per finished epoch."""
+    warmup = min(1.0, (step + 1) / max(1, params["warmup_steps"]))
+    return params["lr"] * warmup * params["lr_decay"] ** (epoch - 1)
+
+
+def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
+    with atomic_file(path) as tmp:
+        torch.save(dict(state), tmp)
+
+
+def average_checkpoints(paths: List[Path]) -> Dict[str, torch.Tensor]:
+    """The element-wise mean of the checkpoints' models (icefall's average_checkpoints)."""
+    average: Dict[str, torch.Tensor] = {}
+    for path in paths:
+        state = torch.load(path, map_location="cpu")["model"]
+        for key, value in state.items():
+            if value.is_floating_point():
+                average[key] = average.get(key, 0) + value.double() / len(paths)
+            else:
+                average[key] = value  # counters such as BatchNorm's num_batches_tracked
+    return {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in average.items()}
+
+
+def _checkpoints(exp_dir: Path) -> List[Tuple[int, Path, str]]:
+    """(step, path, config_hash) of every checkpoint in ``exp_dir``, oldest first."""
+    found = []
+    for path in list(exp_dir.glob("epoch-*.pt")) + list(exp_dir.glob("checkpoint-*.pt")):
+        checkpoint = torch.load(path, map_location="cpu")
+        found.append((checkpoint["step"], path, checkpoint["config_hash"]))
+    return sorted(found)
+
+
+def batch_log_probs(model: nn.Module, batch: Mapping[str, Any], device: torch.device) -> torch.Tensor:
+    """The model's log-probs (N, T', tokens) for a K2SpeechRecognitionDataset batch."""
+    features = batch["inputs"].to(device)
+    supervisions = batch["supervisions"]
+    # Each utterance's valid frames: start + num_frames of its (only) supervision.
+    lens = torch.zeros(features.size(0), dtype=torch.int64)
+    for idx, start, frames in zip(supervisions["sequence_idx"], supervisions["start_frame"], supervisions["num_frames"]):
+        lens[idx] = max(int(lens[idx]), int(start + frames))
+    return model(features, lens.to(device))
+
+
+def validation_loss(model: nn.Module, loss_fn: nn.Module, loader: DataLoader, device: torch.device) -> float:
+    """Per-frame loss over the validation cuts."""
+    model.eval()
+    total, frames = 0.0, 0
+    with torch.no_grad():
+        for batch in loader:
+            _, info = loss_fn(batch_log_probs(model, batch, device), batch["supervisions"])
+            total += info["loss"]
+            frames += info["frames"]
+    model.train()
+    return total / max(frames, 1)
+
+
+def train(
+    run: StageRun,
+    exp_dir: Path,
+    lang_dir: Path,
+    train_cuts: CutSet,
+    valid_cuts: CutSet,
+    model_params: Mapping[str, Any],
+    loss_params: Mapping[str, Any],
+    train_params: Mapping[str, Any],
+    init_state: Optional[Mapping[str, torch.Tensor]] = None,
+) -> Dict[str, Any]:
+    """Train a model into ``exp_dir`` (layout in the module docstring); return a summary.
+
+    ``init_state`` (a pretrained state_dict) initializes the model before the first step;
+    a resumed run takes everything from its checkpoint instead.
+    """
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    (exp_dir / "log").mkdir(exist_ok=True)
+    file_log = logging.FileHandler(exp_dir / "log" / "log-train.txt")
+    file_log.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    logging.getLogger("speechtune").addHandler(file_log)
+    device = torch.device("cpu")
+    torch.manual_seed(run.seed)
+    torch.set_num_threads(train_params["threads"])
+
+    the_config = {"model": model_params, "loss": loss_params, "train": train_params,
+                  "seed": run.seed, "init": init_state is not None}
+    the_hash = config_hash(the_config)
+    compiler = build_graph_compiler(lang_dir, loss_params, device)
+    model = build_model(model_params).to(device)
+    texts = [s.text for cut in train_cuts for s in cut.supervisions]
+    loss_fn = build_loss(loss_params, compiler, model.subsampling_factor, train_texts=texts)
+    if loss_params["type"] == "mmi":
+        save_fsa(loss_fn.bigram, exp_dir / "P.pt")
+    optimizer = torch.optim.Adam(model.parameters(), lr=train_params["lr"],
+                                 weight_decay=train_params["weight_decay"])
+    train_loader = make_loader(train_cuts, train_params["max_duration"], shuffle=True, seed=run.seed)
+    valid_loader = make_loader(valid_cuts, train_params["max_duration"], shuffle=False, seed=run.seed)
+
+    step, first_epoch, train_seconds = 0, 1, 0.0
+    checkpoints = _checkpoints(exp_dir)
+    resumable = [path for _, path, written_with in checkpoints if written_with == the_hash]
+    if resumable:
+        path = resumable[-1]
+        checkpoint = torch.load(path, map_location="cpu")
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        step, first_epoch = checkpoint["step"], checkpoint["epoch"]
+        train_seconds = checkpoint["train_seconds"]
+        if checkpoint["sampler"] is not None:
+            train_loader.sampler.load_state_dict(checkpoint["sampler"])
+        else:
+            first_epoch += 1  # an end-of-epoch checkpoint: the next epoch starts fresh
+        log.info("resuming from %s (epoch %d, step %d)", path, checkpoint["epoch"], step)
+    else:
+        if checkpoints:
+            log.info("removing %d checkpoints written with another config", len(checkpoints))
+            for _, path, _ in checkpoints:
+                path.unlink()
+        if init_state is not None:
+            model.load_state_dict(init_state)
+        log.info("model: %s, %d parameters; loss: %s", model_params["type"], num_parameters(model),
+                 loss_params["type"])
+
+    writer = SummaryWriter(str(exp_dir / "tensorboard"), purge_step=step)
+
+    def state(epoch: int, sampler_state: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+        return {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "sampler": sampler_state,
+            "epoch": epoch, "step": step, "config_hash": the_hash, "model_params": dict(model_params),
+            "loss_params": dict(loss_params), "train_seconds": train_seconds, "seed": run.seed,
+        }
+
+    model.train()
+    for epoch in range(first_epoch, train_params["epochs"] + 1):
+        train_loader.sampler.set_epoch(epoch)
+        epoch_loss, epoch_frames = 0.0, 0
+        started = time.time()
+        progress = tqdm(train_loader, desc=f"{run.stage} epoch {epoch}", unit="batch", mininterval=5)
+        for batch in progress:
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(train_params, step, epoch)
+            loss, info = loss_fn(batch_log_probs(model, batch, device), batch["supervisions"])
+            if info["frames"] == 0:
+                continue
+            optimizer.zero_grad()
+            (loss / info["frames"]).backward()
+            nn.utils.clip_grad_norm_(model.parameters(), train_params["grad_clip"])
+            optimizer.step()
+            step += 1
+            if step % ORTHONORMAL_CONSTRAINT_INTERVAL == 0:
+                model.constrain_orthonormal()
+            epoch_loss += info["loss"]
+            epoch_frames += info["frames"]
+            per_frame = info["loss"] / info["frames"]
+            progress.set_postfix(loss=f"{per_frame:.3f}", refresh=False)
+            writer.add_scalar("train/loss", per_frame, step)
+            writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
+            if train_params["save_every_steps"] and step % train_params["save_every_steps"] == 0:
+                train_seconds += time.time() - started
+                started = time.time()
+                save_checkpoint(exp_dir / f"checkpoint-{step}.pt", state(epoch, train_loader.sampler.state_dict()))
+                for _, old, _ in [c for c in _checkpoints(exp_dir) if c[1].name.startswith("checkpoint-")][:-2]:
+                    old.unlink()
+        train_seconds += time.time() - started
+        valid = validation_loss(model, loss_fn, valid_loader, device)
+        writer.add_scalar("valid/loss", valid, step)
+        log.info("epoch %d: train loss %.4f, valid loss %.4f per frame, %d steps, %.0f s so far",
+                 epoch, epoch_loss / max(epoch_frames, 1), valid, step, train_seconds)
+        save_checkpoint(exp_dir / f"epoch-{epoch}.pt", state(epoch, None))
+    writer.close()
+
+    last = list(range(max(1, train_params["epochs"] - train_params["average_last"] + 1), train_params["epochs"] + 1))
+    averaged = average_checkpoints([exp_dir / f"epoch-{e}.pt" for e in last])
+    model.load_state_dict(averaged)
+    summary = {"train_seconds": round(train_seconds, 1), "steps": step, "averaged_epochs": last,
+               "parameters": num_parameters(model), "valid_loss": validation_loss(model, loss_fn, valid_loader, device)}
+    save_checkpoint(exp_dir / "model.pt", {**state(train_params["epochs"], None), "averaged_epochs": last})
+    run.write_provenance(exp_dir / "provenance.json", **summary)
+    logging.getLogger("speechtune").removeHandler(file_log)
+    log.info("wrote %s: %s", exp_dir / "model.pt", summary)
+    return summary
+
+
+def model_from_checkpoint(path: Path) -> nn.Module:
+    """Rebuild the model a checkpoint was trained as and load its weights (strict keys)."""
+    if not Path(path).is_file():
+        raise StageError(f"{path} is missing: train that system first")
+    checkpoint = torch.load(path, map_location="cpu")
+    model = build_model(checkpoint["model_params"])
+    model.load_state_dict(checkpoint["model"])
+    return model.eval()
+
