@@ -220,7 +220,10 @@ rule scratch:
         model="exp/scratch/model.pt",
         provenance="exp/scratch/provenance.json",
     params:
-        cfg=sections("model", "loss", "finetune", "scratch"),
+        # finetune's learning-rate keys never reach scratch (its own replace them), so
+        # changing them reruns finetune only.
+        cfg=json.dumps({"model": config["model"], "loss": config["loss"], "scratch": config["scratch"],
+                        "finetune": {**config["finetune"], **config["scratch"]}}, sort_keys=True),
         seed=config["seed"],
     log:
         "logs/scratch/scratch.log",

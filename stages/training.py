@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from lhotse import CutSet
-from lhotse.dataset import DynamicBucketingSampler, K2SpeechRecognitionDataset
+from lhotse.dataset import DynamicBucketingSampler, K2SpeechRecognitionDataset, SimpleCutSampler
 from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
@@ -60,11 +60,15 @@ def load_cuts(path: Path) -> CutSet:
 
 
 def make_loader(cuts: CutSet, max_duration: float, shuffle: bool, seed: int) -> DataLoader:
-    """Batches of up to ``max_duration`` seconds, bucketed by length (icefall's asr_datamodule)."""
-    sampler = DynamicBucketingSampler(
-        cuts, max_duration=max_duration, shuffle=shuffle, seed=seed,
-        num_buckets=min(10, max(1, len(cuts) // 20)), drop_last=False,
-    )
+    """Batches of up to ``max_duration`` seconds, bucketed by length (icefall's asr_datamodule);
+    under 40 cuts there is nothing to bucket (lhotse needs two buckets of some size)."""
+    if len(cuts) >= 40:
+        sampler = DynamicBucketingSampler(
+            cuts, max_duration=max_duration, shuffle=shuffle, seed=seed,
+            num_buckets=min(10, len(cuts) // 20), drop_last=False,
+        )
+    else:
+        sampler = SimpleCutSampler(cuts, max_duration=max_duration, shuffle=shuffle, seed=seed)
     dataset = K2SpeechRecognitionDataset(return_cuts=False)
     return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=0)
 

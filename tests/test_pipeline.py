@@ -1,0 +1,108 @@
+"""The whole Snakemake chain on the tiny preset, corpus -> WER: every system scored on both
+test sets, cached, and rerunning only what a changed key feeds."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict
+
+import pytest
+import yaml
+from lhotse import CutSet
+
+from tests.conftest import REPO_ROOT
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO_ROOT / "Snakefile"), "--cores", "2"]
+TINY = str(REPO_ROOT / "config" / "tiny.yaml")
+MAIN_TARGET = "exp/finetuned/wer.txt"
+SYSTEMS = ["pretrained", "finetuned", "scratch"]
+TESTSETS = ["target_test", "source_test"]
+
+
+def snakemake(workdir: Path, target: str, *configfiles: str) -> str:
+    # --configfile takes several files: the target must come before it.
+    result = subprocess.run(
+        SNAKEMAKE + [target, "-d", str(workdir), "--configfile", TINY, *configfiles],
+        capture_output=True, text=True,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    return output
+
+
+def mtimes(workdir: Path, *patterns: str) -> Dict[str, int]:
+    return {
+        str(p.relative_to(workdir)): p.stat().st_mtime_ns
+        for pattern in patterns for p in workdir.glob(pattern) if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("pipeline")
+    snakemake(workdir, MAIN_TARGET)
+    return workdir
+
+
+def test_main_target_scores_every_system_on_both_test_sets(built):
+    report = json.loads((built / "exp" / "report.json").read_text())
+    assert sorted(report["systems"]) == sorted(SYSTEMS)
+    for system in SYSTEMS:
+        entry = report["systems"][system]
+        assert entry["train_seconds"] > 0
+        for testset in TESTSETS:
+            scores = entry[testset]
+            assert set(scores) == {"wer", "words", "ins", "del", "sub"}
+            assert scores["words"] > 0
+            assert scores["wer"] == pytest.approx(100 * (scores["ins"] + scores["del"] + scores["sub"]) / scores["words"], abs=1e-3)
+            wer_txt = (built / "exp" / system / "decode" / testset / "hlg" / "wer.txt").read_text()
+            assert wer_txt.startswith(f"%WER {scores['wer']:.2f} [ ")
+    main = (built / MAIN_TARGET).read_text()
+    assert main == (built / "exp" / "finetuned" / "decode" / "target_test" / "hlg" / "wer.txt").read_text()
+    assert "| finetuned |" in (built / "exp" / "report.md").read_text()
+
+
+def test_features_logs_and_provenance_are_in_place(built, monkeypatch):
+    monkeypatch.chdir(built)  # manifests hold paths relative to the workflow's directory, as Kaldi's
+    for subset in ["source_train", "source_test", "target_train", "target_dev", "target_test"]:
+        cut = next(iter(CutSet.from_file(built / "data" / "fbank" / f"{subset}_cuts.jsonl.gz")))
+        assert cut.load_features().shape[1] == 80 and cut.supervisions[0].text
+        assert (built / "logs" / "features" / f"{subset}.log").is_file()
+    for directory in ["data/corpus/source", "data/lang_bpe_100_target", "exp/finetuned"]:
+        provenance = json.loads((built / directory / "provenance.json").read_text())
+        assert {"config", "seed", "versions", "git_commit", "wall_seconds"} <= set(provenance)
+    # The fine-tuned model is an icefall-format checkpoint.
+    import torch
+
+    checkpoint = torch.load(built / "exp" / "finetuned" / "model.pt", map_location="cpu")
+    assert {"model", "optimizer", "epoch"} <= set(checkpoint)
+
+
+def test_second_call_has_nothing_to_do(built):
+    assert "Nothing to be done" in snakemake(built, MAIN_TARGET)
+
+
+def test_changing_a_finetune_key_reruns_finetune_and_what_follows_only(built, tmp_path):
+    upstream = ("data/**/*", "exp/pretrained/**/*", "exp/scratch/**/*")
+    before = mtimes(built, *upstream)
+    finetuned_before = mtimes(built, "exp/finetuned/model.pt", "exp/finetuned/decode/**/*")
+    override = tmp_path / "finetune.yaml"
+    override.write_text(yaml.safe_dump({"finetune": {"lr": 0.0007}}))
+    output = snakemake(built, MAIN_TARGET, str(override))
+    assert "rule finetune:" in output and "rule report:" in output
+    assert mtimes(built, *upstream) == before
+    finetuned_after = mtimes(built, "exp/finetuned/model.pt", "exp/finetuned/decode/**/*")
+    assert finetuned_after.keys() == finetuned_before.keys()
+    assert all(finetuned_after[k] != finetuned_before[k] for k in finetuned_before)
+
+
+def test_changing_a_target_synthesis_key_reruns_only_the_target_chain(built, tmp_path):
+    source_before = mtimes(built, "data/**/source_*", "data/corpus/source/**/*", "exp/pretrained/*.pt")
+    target_before = mtimes(built, "data/fbank/target_*")
+    override = tmp_path / "snr.yaml"
+    override.write_text(yaml.safe_dump({"corpus": {"target": {"snr_db_range": [0, 3]}}}))
+    snakemake(built, "fbank", str(override))
+    assert mtimes(built, "data/**/source_*", "data/corpus/source/**/*", "exp/pretrained/*.pt") == source_before
+    target_after = mtimes(built, "data/fbank/target_*")
+    assert target_after.keys() == target_before.keys()
+    assert all(target_after[k] != target_before[k] for k in target_before)
