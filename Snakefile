@@ -10,7 +10,7 @@ import os
 import sys
 
 sys.path.insert(0, workflow.basedir)
-from stages.config import validate_config  # noqa: E402
+from stages.config import deep_merge, validate_config  # noqa: E402
 
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 validate_config(config, where="Snakemake config")
@@ -24,7 +24,22 @@ SUBSETS = [f"{domain}_{split}" for domain, splits in SPLITS.items() for split in
 # model's tokens) and data/lang_bpe_500_target (reuses it; target words and LM).
 BPE = config["lang"]["unit"] == "bpe"
 LANG = f"data/lang_bpe_{config['lang']['bpe']['vocab_size']}" if BPE else "data/lang_phone"
-SYSTEMS = ["pretrained", "finetuned", "scratch"]
+VARIANTS = list(config["finetune_variants"])
+
+
+def variant_sections(variant):
+    """The loss and finetune sections of a fine-tuning variant, overrides merged in."""
+    overrides = config["finetune_variants"][variant]
+    merged = {name: deep_merge(config[name], overrides.get(name, {})) for name in ("loss", "finetune")}
+    for name, value in merged.items():
+        validate_config(value, section=name, where=f"finetune_variants.{variant}")
+    return merged
+
+
+for variant in VARIANTS:
+    variant_sections(variant)  # a bad override fails here, before any job runs
+
+SYSTEMS = ["pretrained", *VARIANTS, "scratch"]
 TESTSETS = ["target_test", "source_test"]
 # CTC greedy search joins BPE pieces into words; phone units decode with HLG only.
 METHODS = ["hlg", "greedy"] if BPE else ["hlg"]
@@ -47,6 +62,7 @@ wildcard_constraints:
     domain="source|target",
     split="train|dev|test",
     system="|".join(SYSTEMS),
+    variant="|".join(VARIANTS),
     testset="|".join(TESTSETS),
     method="hlg|greedy",
 
@@ -188,25 +204,25 @@ rule pretrain:
 
 
 rule finetune:
-    """Plain fine-tuning of the pretrained model on the target domain."""
+    """Fine-tuning of the pretrained model on the target domain, one system per variant."""
     input:
         init="exp/pretrained/model.pt",
         cuts="data/fbank/target_train_cuts.jsonl.gz",
         valid="data/fbank/target_dev_cuts.jsonl.gz",
         lang=f"{LANG}_target",
     output:
-        model="exp/finetuned/model.pt",
-        provenance="exp/finetuned/provenance.json",
+        model="exp/{variant}/model.pt",
+        provenance="exp/{variant}/provenance.json",
     params:
-        cfg=sections("loss", "finetune"),
+        cfg=lambda w: json.dumps(variant_sections(w.variant), sort_keys=True),
         seed=config["seed"],
     log:
-        "logs/finetune/finetune.log",
+        "logs/finetune/{variant}.log",
     benchmark:
-        "logs/finetune/finetune.benchmark.tsv"
+        "logs/finetune/{variant}.benchmark.tsv"
     threads: 2
     shell:
-        "{PYTHON} -m stages.finetune {input.init} {input.cuts} {input.valid} {input.lang} exp/finetuned "
+        "{PYTHON} -m stages.finetune {input.init} {input.cuts} {input.valid} {input.lang} exp/{wildcards.variant} "
         "--config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
 
 

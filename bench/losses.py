@@ -34,7 +34,7 @@ from stages.config import load_config  # noqa: E402
 from stages.graphs import build_graph_compiler  # noqa: E402
 from stages.losses import build_loss  # noqa: E402
 from stages.models import build_model, num_parameters  # noqa: E402
-from tests.test_losses import supervisions_for, write_bpe_lang_dir  # noqa: E402  (until stages.lang settles)
+from stages.lang import BASE_ALPHABET, bpe_lexicon, train_bpe, write_mapping  # noqa: E402
 
 
 def main() -> None:
@@ -49,7 +49,10 @@ def main() -> None:
     sentences = wordnet_sentences(min_words=4, max_words=20)
 
     with tempfile.TemporaryDirectory() as tmp:
-        lang_dir = write_bpe_lang_dir(Path(tmp) / "lang_bpe", sentences, args.vocab_size)
+        lang_dir = Path(tmp)
+        bpe_config = dict(config["lang"]["bpe"], vocab_size=args.vocab_size)
+        sp = train_bpe(sentences, BASE_ALPHABET, lang_dir / "bpe.model", bpe_config, seed=0)
+        write_mapping(lang_dir / "tokens.txt", bpe_lexicon(sp, [])[1])
         compiler = build_graph_compiler(lang_dir, config["loss"])
     model = build_model({**config["model"], "feature_dim": 80, "num_tokens": compiler.num_tokens})
     ctc_loss = build_loss(dict(config["loss"], type="ctc"), compiler, model.subsampling_factor)
@@ -59,7 +62,13 @@ def main() -> None:
              if 0.3 * out_frames < len(ids) < 0.5 * out_frames]
     texts = texts[:: len(texts) // args.batch][: args.batch]
     num_frames = [args.frames - 6 * i for i in range(args.batch)]
-    supervisions = supervisions_for(num_frames, texts)
+    # What K2SpeechRecognitionDataset gives for one supervision per cut.
+    supervisions = {
+        "sequence_idx": torch.arange(len(texts), dtype=torch.int32),
+        "start_frame": torch.zeros(len(texts), dtype=torch.int32),
+        "num_frames": torch.tensor(num_frames, dtype=torch.int32),
+        "text": list(texts),
+    }
     features = torch.randn(args.batch, args.frames, 80)
     logits = torch.randn(args.batch, out_frames, compiler.num_tokens, requires_grad=True)
     token_ids = compiler.texts_to_ids(texts)

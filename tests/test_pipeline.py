@@ -15,7 +15,7 @@ from tests.conftest import REPO_ROOT
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO_ROOT / "Snakefile"), "--cores", "2"]
 TINY = str(REPO_ROOT / "config" / "tiny.yaml")
 MAIN_TARGET = "exp/finetuned/wer.txt"
-SYSTEMS = ["pretrained", "finetuned", "scratch"]
+SYSTEMS = ["pretrained", "finetuned", "finetuned_mmi", "scratch"]  # finetuned_mmi: LF-MMI
 TESTSETS = ["target_test", "source_test"]
 
 
@@ -106,3 +106,28 @@ def test_changing_a_target_synthesis_key_reruns_only_the_target_chain(built, tmp
     target_after = mtimes(built, "data/fbank/target_*")
     assert target_after.keys() == target_before.keys()
     assert all(target_after[k] != target_before[k] for k in target_before)
+
+
+def test_training_killed_mid_epoch_resumes_from_its_checkpoint(built, tmp_path, monkeypatch):
+    import signal
+    import time
+
+    monkeypatch.chdir(built)
+    override = tmp_path / "resume.yaml"
+    override.write_text(yaml.safe_dump({"pretrain": {"epochs": 3, "save_every_steps": 1, "max_duration": 5}}))
+    exp_dir = built / "exp" / "killed"
+    command = [sys.executable, "-m", "stages.pretrain", "data/fbank/source_train_cuts.jsonl.gz",
+               "data/lang_bpe_100_source", str(exp_dir), "--config", str(REPO_ROOT / "config" / "config.yaml"),
+               "--config", TINY, "--config", str(override)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(exp_dir.glob("checkpoint-*.pt")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(exp_dir.glob("checkpoint-*.pt")), "no mid-epoch checkpoint before the kill"
+    assert not (exp_dir / "model.pt").exists()
+    subprocess.run(command, check=True, capture_output=True)
+    log = (exp_dir / "log" / "log-train.txt").read_text()
+    assert "resuming from" in log and "checkpoint-" in log.split("resuming from")[1].splitlines()[0]
+    assert (exp_dir / "model.pt").is_file()

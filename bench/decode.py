@@ -1,0 +1,48 @@
+"""Decoding speed: real-time factor of HLG 1-best and CTC greedy search, measured in one pass.
+
+    .venv/bin/python bench/decode.py [--system finetuned] [--testsets target_test source_test]
+
+Reads a built tree (run the main target first): ``exp/<system>/model.pt``, the lang dirs and
+the test cuts. Both methods share each batch's network forward, which is counted in both;
+HLG adds k2.intersect_dense_pruned + shortest_path, greedy an argmax. Prints seconds of decoding
+per second of audio (RTF, goal <= 0.05) and HLG/greedy. Threads: 2, as the pipeline's decode.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from lhotse.dataset import K2SpeechRecognitionDataset, SimpleCutSampler
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from stages.config import load_config  # noqa: E402
+from stages.decode import decode_cuts, load_hlg, read_symbols  # noqa: E402
+from stages.training import load_cuts, model_from_checkpoint  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--system", default="finetuned")
+    parser.add_argument("--testsets", nargs="+", default=["target_test", "source_test"])
+    parser.add_argument("--lang-prefix", default="data/lang_bpe_500")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    params = load_config([])["decode"]
+    model = model_from_checkpoint(Path("exp") / args.system / "model.pt")
+    print(f"{'test set':<14} {'audio s':>8} {'HLG RTF':>8} {'greedy RTF':>10} {'HLG/greedy':>10}")
+    for testset in args.testsets:
+        domain = testset.split("_")[0]
+        lang_dir = Path(f"{args.lang_prefix}_{domain}")
+        cuts = load_cuts(Path("data/fbank") / f"{testset}_cuts.jsonl.gz")
+        loader = DataLoader(K2SpeechRecognitionDataset(return_cuts=True),
+                            sampler=SimpleCutSampler(cuts, max_duration=params["max_duration"]), batch_size=None)
+        _, seconds = decode_cuts(model, loader, load_hlg(lang_dir, domain), read_symbols(lang_dir / "words.txt"),
+                                 read_symbols(lang_dir / "tokens.txt"), params)
+        audio = sum(cut.duration for cut in cuts)
+        hlg, greedy = seconds["hlg"] / audio, seconds["greedy"] / audio
+        print(f"{testset:<14} {audio:>8.1f} {hlg:>8.4f} {greedy:>10.4f} {hlg / greedy:>10.1f}")
+
+
+if __name__ == "__main__":
+    main()
