@@ -20,8 +20,9 @@ SPLITS = {domain: sorted(config["corpus"][domain]["splits"]) for domain in ("sou
 SUBSETS = [f"{domain}_{split}" for domain, splits in SPLITS.items() for split in splits]
 
 
-# One lang dir per domain: data/lang_bpe_500_source (trains the BPE model: the pretrained
-# model's tokens) and data/lang_bpe_500_target (reuses it; target words and LM).
+# One lang dir per domain: data/lang_phone_{source,target} (CMUdict phones: one inventory),
+# or data/lang_bpe_500_source (trains the BPE model: the pretrained model's tokens) and
+# data/lang_bpe_500_target (reuses it); each with its domain's words and LM.
 BPE = config["lang"]["unit"] == "bpe"
 LANG = f"data/lang_bpe_{config['lang']['bpe']['vocab_size']}" if BPE else "data/lang_phone"
 VARIANTS = list(config["finetune_variants"])

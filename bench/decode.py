@@ -4,7 +4,8 @@
 
 Reads a built tree (run the main target first): ``exp/<system>/model.pt``, the lang dirs and
 the test cuts. Both methods share each batch's network forward, which is counted in both;
-HLG adds k2.intersect_dense_pruned + shortest_path, greedy an argmax. Prints seconds of decoding
+HLG adds k2.intersect_dense_pruned + shortest_path, greedy an argmax (with phone units its
+"words" are phone strings: only its time means anything here). Prints seconds of decoding
 per second of audio (RTF, goal <= 0.05) and HLG/greedy. Threads: 2, as the pipeline's decode.
 """
 import argparse
@@ -25,7 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--system", default="finetuned")
     parser.add_argument("--testsets", nargs="+", default=["target_test", "source_test"])
-    parser.add_argument("--lang-prefix", default="data/lang_bpe_500")
+    parser.add_argument("--lang-prefix", default="data/lang_phone")
     args = parser.parse_args()
     torch.set_num_threads(2)
     params = load_config([])["decode"]

@@ -1,6 +1,6 @@
 """Stage ``decode``: recognize a test set with a trained model, two ways.
 
-    python -m stages.decode exp/finetuned/model.pt data/lang_bpe_500 target \\
+    python -m stages.decode exp/finetuned/model.pt data/lang_phone_target target \\
         data/fbank/target_test_cuts.jsonl.gz exp/finetuned/decode/target_test
 
 - ``hlg/``: the HLG 1-best -- ``k2.intersect_dense_pruned`` of the network's log-probs with the

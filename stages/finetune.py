@@ -1,7 +1,7 @@
 """Stage ``finetune``: start from the pretrained model and train on the target domain.
 
     python -m stages.finetune exp/pretrained/model.pt data/fbank/target_train_cuts.jsonl.gz \\
-        data/fbank/target_dev_cuts.jsonl.gz data/lang_bpe_500 exp/finetuned
+        data/fbank/target_dev_cuts.jsonl.gz data/lang_phone_target exp/finetuned
 
 Plain fine-tuning: every weight trains, initialized from the pretrained checkpoint (whose
 architecture the model takes; the config's ``model`` section is the pretrained model's

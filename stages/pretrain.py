@@ -1,6 +1,6 @@
 """Stage ``pretrain``: train the source-domain model from random initialization.
 
-    python -m stages.pretrain data/fbank/source_train_cuts.jsonl.gz data/lang_bpe_500 exp/pretrained
+    python -m stages.pretrain data/fbank/source_train_cuts.jsonl.gz data/lang_phone_source exp/pretrained
 
 A seeded ``pretrain.valid_fraction`` of source_train is held out for the validation loss (the
 source domain has no dev split; its test set is never looked at). Writes the system directory

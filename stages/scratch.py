@@ -1,7 +1,7 @@
 """Stage ``scratch``: the same target data and step budget as ``finetune``, no pretrained start.
 
     python -m stages.scratch data/fbank/target_train_cuts.jsonl.gz \\
-        data/fbank/target_dev_cuts.jsonl.gz data/lang_bpe_500 exp/scratch
+        data/fbank/target_dev_cuts.jsonl.gz data/lang_phone_target exp/scratch
 
 Training keys are finetune's (same epochs and batch duration, so the same steps) with
 ``scratch.lr`` and ``scratch.warmup_steps`` in place of fine-tuning's small learning rate; the

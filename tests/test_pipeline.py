@@ -68,7 +68,7 @@ def test_features_logs_and_provenance_are_in_place(built, monkeypatch):
         cut = next(iter(CutSet.from_file(built / "data" / "fbank" / f"{subset}_cuts.jsonl.gz")))
         assert cut.load_features().shape[1] == 80 and cut.supervisions[0].text
         assert (built / "logs" / "features" / f"{subset}.log").is_file()
-    for directory in ["data/corpus/source", "data/lang_bpe_100_target", "exp/finetuned"]:
+    for directory in ["data/corpus/source", "data/lang_phone_target", "exp/finetuned"]:
         provenance = json.loads((built / directory / "provenance.json").read_text())
         assert {"config", "seed", "versions", "git_commit", "wall_seconds"} <= set(provenance)
     # The fine-tuned model is an icefall-format checkpoint.
@@ -117,7 +117,7 @@ def test_training_killed_mid_epoch_resumes_from_its_checkpoint(built, tmp_path, 
     override.write_text(yaml.safe_dump({"pretrain": {"epochs": 3, "save_every_steps": 1, "max_duration": 5}}))
     exp_dir = built / "exp" / "killed"
     command = [sys.executable, "-m", "stages.pretrain", "data/fbank/source_train_cuts.jsonl.gz",
-               "data/lang_bpe_100_source", str(exp_dir), "--config", str(REPO_ROOT / "config" / "config.yaml"),
+               "data/lang_phone_source", str(exp_dir), "--config", str(REPO_ROOT / "config" / "config.yaml"),
                "--config", TINY, "--config", str(override)]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120

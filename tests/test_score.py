@@ -80,3 +80,14 @@ def test_cli_prints_and_copies_the_kaldi_line(decode_dir, capsys):
     main([str(path), "--copy-to", str(path / "copy" / "wer.txt")])
     line = capsys.readouterr().out.strip()
     assert line.startswith("%WER ") and (path / "copy" / "wer.txt").read_text().startswith(line)
+
+
+def test_ctc_greedy_search_merges_repeats_drops_blanks_and_joins_pieces():
+    import torch
+
+    from stages.decode import greedy_words
+
+    tokens = {0: "<blk>", 1: "\u2581TURN", 2: "\u2581O", 3: "N", 4: "\u2581LIGHTS"}
+    frames = [1, 1, 0, 2, 3, 3, 0, 0, 4, 0, 4]  # the second LIGHTS follows a blank: kept
+    log_probs = torch.nn.functional.one_hot(torch.tensor(frames + [1, 1]), 5).float().log()
+    assert greedy_words(log_probs, len(frames), tokens) == ["TURN", "ON", "LIGHTS", "LIGHTS"]
