@@ -5,7 +5,7 @@
 # "--configfile config/tiny.yaml"), PYTHON (a Python 3.9 to build the venv from).
 VENV ?= .venv
 CORES ?= 8
-TARGET ?= fbank
+TARGET ?= exp/finetuned/wer.txt
 SNAKEMAKE_ARGS ?=
 PYTEST_ARGS ?=
 

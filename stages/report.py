@@ -18,14 +18,11 @@ Usage::
 """
 import argparse
 import json
-import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from stages.cli import StageError, run_cli
 from stages.provenance import atomic_file
-
-log = logging.getLogger("speechtune.report")
 
 PRIMARY_METHOD = "hlg"
 METHODS = ("hlg", "greedy")
