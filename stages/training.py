@@ -178,9 +178,9 @@ def train(
     torch.manual_seed(run.seed)
     torch.set_num_threads(train_params["threads"])
 
-    the_config = {"model": model_params, "loss": loss_params, "train": train_params,
+    run_config = {"model": model_params, "loss": loss_params, "train": train_params,
                   "seed": run.seed, "init": init_state is not None}
-    the_hash = config_hash(the_config)
+    run_hash = config_hash(run_config)
     compiler = build_graph_compiler(lang_dir, loss_params, device)
     model = build_model(model_params).to(device)
     texts = [s.text for cut in train_cuts for s in cut.supervisions]
@@ -194,7 +194,7 @@ def train(
 
     step, first_epoch, train_seconds = 0, 1, 0.0
     checkpoints = _checkpoints(exp_dir)
-    resumable = [path for _, path, written_with in checkpoints if written_with == the_hash]
+    resumable = [path for _, path, written_with in checkpoints if written_with == run_hash]
     if resumable:
         path = resumable[-1]
         checkpoint = torch.load(path, map_location="cpu")
@@ -222,7 +222,7 @@ def train(
     def state(epoch: int, sampler_state: Optional[Dict[str, Any]]) -> Dict[str, Any]:
         return {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "sampler": sampler_state,
-            "epoch": epoch, "step": step, "config_hash": the_hash, "model_params": dict(model_params),
+            "epoch": epoch, "step": step, "config_hash": run_hash, "model_params": dict(model_params),
             "loss_params": dict(loss_params), "train_seconds": train_seconds, "seed": run.seed,
         }
 
