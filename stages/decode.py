@@ -34,16 +34,11 @@ from stages.training import batch_log_probs, load_cuts, model_from_checkpoint
 log = logging.getLogger("speechtune.decode")
 
 
-def read_symbols(path: Path) -> Dict[int, str]:
-    """id -> symbol of a ``words.txt``/``tokens.txt`` (``<symbol> <id>`` per line)."""
+def read_symbols(path: Path) -> k2.SymbolTable:
+    """A lang dir's ``words.txt``/``tokens.txt``; ``table[id]`` is the symbol."""
     if not Path(path).is_file():
         raise StageError(f"{path} is missing: run the lang stage first")
-    symbols = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            symbol, idx = line.split()
-            symbols[int(idx)] = symbol
-    return symbols
+    return k2.SymbolTable.from_file(path)
 
 
 def load_hlg(lang_dir: Path, lm: str) -> k2.Fsa:
