@@ -37,6 +37,12 @@ def _require(path: Path, what: str) -> Path:
     return path
 
 
+def num_output_tokens(token_table: k2.SymbolTable) -> int:
+    """How many outputs a model over this token table has: the disambiguation symbols
+    (#0, #1, ...) only live in L_disambig/HLG, never in outputs."""
+    return 1 + max(token_table[s] for s in token_table.symbols if not s.startswith("#"))
+
+
 class TrainingGraphCompiler:
     """What the CTC and BPE compilers share: the token table, the model's output count and
     the CTC topology over those tokens. Subclasses say how texts become token sequences."""
@@ -48,8 +54,7 @@ class TrainingGraphCompiler:
         self.token_table = k2.SymbolTable.from_file(tokens_txt)
         if self.token_table.get(0) not in ("<blk>", "<eps>"):
             raise StageError(f"{tokens_txt}: id 0 is {self.token_table.get(0)!r}; expected the blank '<blk>'")
-        # Disambiguation symbols (#0, #1, ...) only live in L_disambig/HLG, never in outputs.
-        self.num_tokens = 1 + max(self.token_table[s] for s in self.token_table.symbols if not s.startswith("#"))
+        self.num_tokens = num_output_tokens(self.token_table)
         self.ctc_topo = k2.arc_sort(k2.ctc_topo(self.num_tokens - 1, modified=False, device=self.device))
 
     def texts_to_ids(self, texts: Sequence[str]) -> List[List[int]]:

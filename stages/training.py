@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+import k2
 import torch
 from lhotse import CutSet
 from lhotse.dataset import DynamicBucketingSampler, K2SpeechRecognitionDataset, SimpleCutSampler
@@ -37,7 +38,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from stages.cli import StageError
-from stages.graphs import build_graph_compiler, save_fsa
+from stages.graphs import build_graph_compiler, num_output_tokens, save_fsa
 from stages.losses import build_loss
 from stages.models import build_model, num_parameters
 from stages.provenance import StageRun, atomic_file
@@ -87,8 +88,7 @@ def model_params_for(model_section: Mapping[str, Any], lang_dir: Path, cuts: Cut
     tokens = Path(lang_dir) / "tokens.txt"
     if not tokens.is_file():
         raise StageError(f"{tokens} is missing: run the lang stage first")
-    with open(tokens, encoding="utf-8") as f:
-        num_tokens = sum(1 for line in f if line.split() and not line.startswith("#"))
+    num_tokens = num_output_tokens(k2.SymbolTable.from_file(tokens))
     return {**model_section, "feature_dim": next(iter(cuts)).num_features, "num_tokens": num_tokens}
 
 
