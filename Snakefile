@@ -3,6 +3,7 @@
 # rule that reads it and what follows, nothing upstream.
 #
 #   snakemake --cores 8 exp/finetuned/wer.txt    # the whole chain, every system, exp/report.*
+#   snakemake --cores 8 alpha_sweep              # + fine-tuning at each alpha: exp/alpha_sweep.*
 #   snakemake --cores 8 fbank                    # corpus -> manifests -> features only
 #   snakemake --cores 8 --configfile config/tiny.yaml exp/finetuned/wer.txt   # seconds of audio
 import json
@@ -10,7 +11,8 @@ import os
 import sys
 
 sys.path.insert(0, workflow.basedir)
-from stages.config import deep_merge, validate_config  # noqa: E402
+from stages.config import validate_config  # noqa: E402
+from stages.systems import fine_tuning_variants, sweep_variants, system_names, training_sections  # noqa: E402
 
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 validate_config(config, where="Snakemake config")
@@ -25,25 +27,34 @@ SUBSETS = [f"{domain}_{split}" for domain, splits in SPLITS.items() for split in
 # data/lang_bpe_500_target (reuses it); each with its domain's words and LM.
 BPE = config["lang"]["unit"] == "bpe"
 LANG = f"data/lang_bpe_{config['lang']['bpe']['vocab_size']}" if BPE else "data/lang_phone"
-VARIANTS = list(config["finetune_variants"])
+SWEEP = sweep_variants(config)
+VARIANTS = fine_tuning_variants(config)  # name -> overrides of loss and finetune
+ADAPTED = list(config["adapt_variants"])
 
 
-def variant_sections(variant):
-    """The loss and finetune sections of a fine-tuning variant, overrides merged in."""
-    overrides = config["finetune_variants"][variant]
-    merged = {name: deep_merge(config[name], overrides.get(name, {})) for name in ("loss", "finetune")}
-    for name, value in merged.items():
-        validate_config(value, section=name, where=f"finetune_variants.{variant}")
-    return merged
+for system in [*VARIANTS, *ADAPTED]:
+    training_sections(config, system)  # a bad override fails here, before any job runs
 
-
-for variant in VARIANTS:
-    variant_sections(variant)  # a bad override fails here, before any job runs
-
-SYSTEMS = ["pretrained", *VARIANTS, "scratch"]
+SYSTEMS = system_names(config)
 TESTSETS = ["target_test", "source_test"]
 # CTC greedy search joins BPE pieces into words; phone units decode with HLG only.
 METHODS = ["hlg", "greedy"] if BPE else ["hlg"]
+
+
+def target_train(train_params):
+    """The target training cuts: with copies at speeds 0.9 and 1.1 where speed_perturb asks."""
+    return "data/fbank/target_train_sp_cuts.jsonl.gz" if train_params["speed_perturb"] else "data/fbank/target_train_cuts.jsonl.gz"
+
+
+def rehearsal_inputs(train_params):
+    """Rehearsal's source batches come from source_train, its graphs from the source lang dir."""
+    if train_params["regularizer"]["type"] != "rehearsal":
+        return {}
+    return {"source_cuts": "data/fbank/source_train_cuts.jsonl.gz", "source_lang": f"{LANG}_source"}
+
+
+def source_arguments(wildcards, input):
+    return f"--source-cuts {input.source_cuts} --source-lang {input.source_lang}" if "source_cuts" in input.keys() else ""
 
 
 def section(*keys):
@@ -54,33 +65,60 @@ def section(*keys):
     return json.dumps(value, sort_keys=True)
 
 
-def sections(*names):
-    """Several top-level sections as one JSON object, for stages that read more than one."""
-    return json.dumps({name: config[name] for name in names}, sort_keys=True)
-
-
 wildcard_constraints:
     domain="source|target",
     split="train|dev|test",
-    system="|".join(SYSTEMS),
-    variant="|".join(VARIANTS),
+    system="|".join(["pretrained", "scratch", *VARIANTS, *ADAPTED]).replace(".", r"\."),
+    variant="|".join(VARIANTS).replace(".", r"\."),
+    adapted="|".join(ADAPTED),
     testset="|".join(TESTSETS),
     method="hlg|greedy",
 
 
+def report_inputs(systems):
+    """Scores, hypotheses (for the bootstrap), training provenance and test cuts (for audio)."""
+    return {
+        "scores": expand("exp/{system}/decode/{testset}/{method}/wer.json", system=systems, testset=TESTSETS, method=METHODS),
+        "provenance": expand("exp/{system}/provenance.json", system=systems),
+        "cuts": expand("data/fbank/{testset}_cuts.jsonl.gz", testset=TESTSETS),
+    }
+
+
 rule report:
-    """Every system's scores side by side: exp/report.{json,md} and a bar chart."""
+    """Every system's scores side by side: exp/report.{json,md,html} and a bar chart."""
     input:
-        expand("exp/{system}/decode/{testset}/{method}/wer.json", system=SYSTEMS, testset=TESTSETS, method=METHODS),
-        expand("exp/{system}/provenance.json", system=SYSTEMS),
+        **report_inputs(SYSTEMS),
     output:
         json="exp/report.json",
         md="exp/report.md",
         png="exp/report_wer.png",
+        html="exp/report.html",
     log:
         "logs/report/report.log",
     shell:
-        "{PYTHON} -m stages.report exp --systems {SYSTEMS} --testsets {TESTSETS} > {log} 2>&1"
+        "({PYTHON} -m stages.report exp --systems {SYSTEMS} --testsets {TESTSETS} && "
+        "{PYTHON} -m stages.report_html exp --systems {SYSTEMS} --testsets {TESTSETS}) > {log} 2>&1"
+
+
+rule alpha_sweep:
+    """The default comparison plus fine-tuning at each alpha of alpha_sweep: the same report,
+    exp/alpha_sweep.{json,md,html}, with WER against alpha plotted (exp/alpha_sweep_alpha.png)."""
+    input:
+        **report_inputs([*SYSTEMS, *SWEEP]),
+    output:
+        json="exp/alpha_sweep.json",
+        md="exp/alpha_sweep.md",
+        png="exp/alpha_sweep_wer.png",
+        alpha="exp/alpha_sweep_alpha.png",
+        html="exp/alpha_sweep.html",
+    params:
+        systems=[*SYSTEMS, *SWEEP],
+    log:
+        "logs/report/alpha_sweep.log",
+    shell:
+        "({PYTHON} -m stages.report exp --name alpha_sweep --systems {params.systems} --testsets {TESTSETS} && "
+        "{PYTHON} -m stages.report_html exp --systems {params.systems} --testsets {TESTSETS} "
+        "--output exp/alpha_sweep.html) > {log} 2>&1"
 
 
 rule wer:
@@ -162,6 +200,27 @@ rule features:
         "--config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
 
 
+rule features_speed_perturbed:
+    """Target training features plus copies at speeds 0.9 and 1.1 (lhotse perturb_speed)."""
+    input:
+        "data/manifests/target_train_cuts.jsonl.gz",
+    output:
+        cuts="data/fbank/target_train_sp_cuts.jsonl.gz",
+        storage="data/fbank/target_train_sp_feats.lca",
+        provenance="data/fbank/target_train_sp.provenance.json",
+    params:
+        cfg=section("features"),
+        seed=config["seed"],
+    log:
+        "logs/features/target_train_sp.log",
+    benchmark:
+        "logs/features/target_train_sp.benchmark.tsv"
+    threads: 2
+    shell:
+        "{PYTHON} -m stages.features {input} {output.cuts} --speed-perturb 0.9 1.1 "
+        "--config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
+
+
 rule lang:
     """Tokens, lexicon, L, the domain's n-gram LM and HLG (an icefall-compatible lang dir)."""
     input:
@@ -192,7 +251,7 @@ rule pretrain:
         model="exp/pretrained/model.pt",
         provenance="exp/pretrained/provenance.json",
     params:
-        cfg=sections("model", "loss", "pretrain"),
+        cfg=json.dumps(training_sections(config, "pretrained"), sort_keys=True),
         seed=config["seed"],
     log:
         "logs/pretrain/pretrain.log",
@@ -207,16 +266,18 @@ rule pretrain:
 rule finetune:
     """Fine-tuning of the pretrained model on the target domain, one system per variant."""
     input:
+        unpack(lambda w: rehearsal_inputs(training_sections(config, w.variant)["finetune"])),
         init="exp/pretrained/model.pt",
-        cuts="data/fbank/target_train_cuts.jsonl.gz",
+        cuts=lambda w: target_train(training_sections(config, w.variant)["finetune"]),
         valid="data/fbank/target_dev_cuts.jsonl.gz",
         lang=f"{LANG}_target",
     output:
         model="exp/{variant}/model.pt",
         provenance="exp/{variant}/provenance.json",
     params:
-        cfg=lambda w: json.dumps(variant_sections(w.variant), sort_keys=True),
+        cfg=lambda w: json.dumps(training_sections(config, w.variant), sort_keys=True),
         seed=config["seed"],
+        source=source_arguments,
     log:
         "logs/finetune/{variant}.log",
     benchmark:
@@ -224,23 +285,45 @@ rule finetune:
     threads: 2
     shell:
         "{PYTHON} -m stages.finetune {input.init} {input.cuts} {input.valid} {input.lang} exp/{wildcards.variant} "
-        "--config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
+        "{params.source} --config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
+
+
+rule adapt:
+    """Adapters in the pretrained model, trained alone on the target domain."""
+    input:
+        unpack(lambda w: rehearsal_inputs(training_sections(config, w.adapted)["adapt"])),
+        init="exp/pretrained/model.pt",
+        cuts=lambda w: target_train(training_sections(config, w.adapted)["adapt"]),
+        valid="data/fbank/target_dev_cuts.jsonl.gz",
+        lang=f"{LANG}_target",
+    output:
+        model="exp/{adapted}/model.pt",
+        provenance="exp/{adapted}/provenance.json",
+    params:
+        cfg=lambda w: json.dumps(training_sections(config, w.adapted), sort_keys=True),
+        seed=config["seed"],
+        source=source_arguments,
+    log:
+        "logs/adapt/{adapted}.log",
+    benchmark:
+        "logs/adapt/{adapted}.benchmark.tsv"
+    threads: 2
+    shell:
+        "{PYTHON} -m stages.adapt {input.init} {input.cuts} {input.valid} {input.lang} exp/{wildcards.adapted} "
+        "{params.source} --config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
 
 
 rule scratch:
     """The target data and finetune's step budget, from random initialization."""
     input:
-        cuts="data/fbank/target_train_cuts.jsonl.gz",
+        cuts=target_train(config["finetune"]),
         valid="data/fbank/target_dev_cuts.jsonl.gz",
         lang=f"{LANG}_target",
     output:
         model="exp/scratch/model.pt",
         provenance="exp/scratch/provenance.json",
     params:
-        # finetune's learning-rate keys never reach scratch (its own replace them), so
-        # changing them reruns finetune only.
-        cfg=json.dumps({"model": config["model"], "loss": config["loss"], "scratch": config["scratch"],
-                        "finetune": {**config["finetune"], **config["scratch"]}}, sort_keys=True),
+        cfg=json.dumps(training_sections(config, "scratch"), sort_keys=True),
         seed=config["seed"],
     log:
         "logs/scratch/scratch.log",

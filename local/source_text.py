@@ -55,6 +55,9 @@ def wordnet_sentences(
             sentences.add(sentence)
     if vocabulary_size is not None:
         counts = collections.Counter(word for sentence in sentences for word in sentence.split())
-        vocabulary = {word for word, _ in counts.most_common(vocabulary_size)}
+        # Ties broken by the word, not by Counter's first-seen order: that of a set of strings,
+        # which string hashing (PYTHONHASHSEED) reorders in every process.
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        vocabulary = {word for word, _ in ranked[:vocabulary_size]}
         sentences = {s for s in sentences if all(word in vocabulary for word in s.split())}
     return sorted(sentences)

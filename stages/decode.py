@@ -119,6 +119,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     run = StageRun("decode", params, stage_seed(args))
     torch.set_num_threads(2)
     model = model_from_checkpoint(args.model)
+    model.select_domain(args.lm)  # a domain's adapters apply to its own test sets only
     cuts = load_cuts(args.cuts)
     hlg = load_hlg(args.lang_dir, args.lm)
     words = read_symbols(args.lang_dir / "words.txt")

@@ -17,6 +17,10 @@ extract in parallel, each a share of the cuts into an archive of its own (lhotse
 the cuts keep the input's order. The features are deterministic (no dither): the seed is
 only recorded.
 
+``--speed-perturb 0.9 1.1`` adds a copy of every cut at each speed factor (lhotse's
+``perturb_speed``: resampled audio, ids suffixed ``_sp0.9``), as icefall's recipes do for
+their training sets; the copies are extracted and stored like the originals.
+
 Every input cut comes out with features or the stage fails: lhotse alone would drop a cut
 whose audio cannot be read, with a warning; here the error names the cuts and their files.
 Storage and cuts are written under temporary names and renamed only when both are complete
@@ -144,10 +148,15 @@ def compute_features(
         return CutSet.from_cuts(_merge_archives([by_id[cut.id] for cut in cuts], archive, referenced_as))
 
 
-def extract_features(in_cuts: Path, out_cuts: Path, config: Mapping[str, Any], run: StageRun) -> CutSet:
+def extract_features(in_cuts: Path, out_cuts: Path, config: Mapping[str, Any], run: StageRun,
+                     speed_factors: Sequence[float] = ()) -> CutSet:
     """The stage: see the module docstring."""
     storage, provenance = output_paths(out_cuts)
     cuts = load_cuts(in_cuts)
+    for factor in speed_factors:
+        if factor <= 0:
+            raise StageError(f"--speed-perturb {factor}: a speed factor must be positive")
+    cuts = CutSet.from_cuts([*cuts, *(cut.perturb_speed(f) for f in speed_factors for cut in cuts)])
     extractor = make_extractor(config["extractor"], config["num_mel_bins"], cuts[0].sampling_rate)
     # Per-cut tensors are small: a second intra-op thread slowed lhotse's Fbank 9x on 2-4 s
     # utterances on a quiet 2-core machine, 75x on a busy one (bench/features.py), so each
@@ -170,7 +179,7 @@ def extract_features(in_cuts: Path, out_cuts: Path, config: Mapping[str, Any], r
     )
     run.write_provenance(
         provenance, input=str(in_cuts), cuts=len(with_features), hours=round(hours, 4),
-        frames=frames, extractor=extractor.to_dict(), storage=str(storage),
+        frames=frames, extractor=extractor.to_dict(), storage=str(storage), speed_perturb=list(speed_factors),
     )
     return with_features
 
@@ -182,6 +191,8 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("in_cuts", type=Path, help="input CutSet, e.g. data/manifests/target_train_cuts.jsonl.gz")
     parser.add_argument("out_cuts", type=Path, help=f"output CutSet, e.g. data/fbank/target_train{CUTS_SUFFIX}")
+    parser.add_argument("--speed-perturb", type=float, nargs="+", default=[], metavar="FACTOR",
+                        help="also store a copy of every cut at each speed factor, e.g. 0.9 1.1")
     add_config_arguments(parser)
     return parser
 
@@ -189,7 +200,8 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
     config = stage_config(args, "features")
-    extract_features(args.in_cuts, args.out_cuts, config, StageRun("features", config, stage_seed(args)))
+    extract_features(args.in_cuts, args.out_cuts, config, StageRun("features", config, stage_seed(args)),
+                     speed_factors=args.speed_perturb)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,12 @@ def num_output_tokens(token_table: k2.SymbolTable) -> int:
     return 1 + max(token_table[s] for s in token_table.symbols if not s.startswith("#"))
 
 
+def output_tokens(lang_dir: Path) -> Dict[str, int]:
+    """symbol -> id of a lang dir's model outputs: its tokens.txt without disambiguation symbols."""
+    table = k2.SymbolTable.from_file(_require(Path(lang_dir) / "tokens.txt", "the token table"))
+    return {table.get(i): i for i in range(num_output_tokens(table))}
+
+
 class TrainingGraphCompiler:
     """What the CTC and BPE compilers share: the token table, the model's output count and
     the CTC topology over those tokens. Subclasses say how texts become token sequences."""

@@ -30,6 +30,15 @@ adapters inserted later all refer to them); Kaldi's component names in brackets:
     prefinal_l                 semi-orthogonal linear, hidden -> prefinal   [prefinal-l] (tdnnf only)
     prefinal_chain.affine / .batchnorm1 / .linear / .batchnorm2             [prefinal-chain]
     output                     Linear -> log_softmax                        [output]
+    encoder.adapters.i         after hidden layer i, only with ``adapter.type`` other than none:
+        .down / .up              residual bottleneck adapter: x + up(relu(down(x))), up = 0 at start
+        .scale                   LHUC: x * 2 sigmoid(scale), scale = 0 at start
+
+Adapters (``params["adapter"]``: ``{"type": "none" | "residual" | "lhuc", "dim": bottleneck,
+"domain": "target"}``) start as the identity, so a model with adapters inserted computes what
+the model without them did. They belong to one domain: ``model.select_domain("source")``
+bypasses them, ``model.select_domain("target")`` (the default) applies them, so per-domain
+adaptation leaves the other domain's model untouched.
 
 Frame subsampling: the first ``full_rate_layers`` layers run at the input frame rate; the next
 layer keeps every ``subsampling_factor``-th frame of its input (frames 0, 3, 6, ...) and all
@@ -56,8 +65,10 @@ INPUT_NORMS = ("none", "utterance_mean", "batchnorm")
 PARAM_KEYS = (
     "type", "feature_dim", "num_tokens", "input_norm", "num_layers", "full_rate_layers",
     "hidden_dim", "bottleneck_dim", "prefinal_dim", "bypass_scale", "subsampling_factor",
-    "dropout",
+    "dropout", "adapter",
 )
+ADAPTER_TYPES = ("none", "residual", "lhuc")
+NO_ADAPTER = {"type": "none", "dim": 0, "domain": "target"}
 
 
 def output_lengths(
@@ -184,17 +195,49 @@ class PrefinalLayer(nn.Module):
         return self.batchnorm2(self.linear(x))
 
 
-class TdnnEncoder(nn.Module):
-    """The hidden layers, applied in order: a ModuleList so that layers can be addressed
-    (``encoder.layers.3``), frozen, wrapped or have modules inserted between them."""
+class ResidualAdapter(nn.Module):
+    """A bottleneck residual adapter (Houlsby et al. 2019; Tomanek et al. 2021 for ASR):
+    ``x + up(relu(down(x)))`` per frame. ``up`` starts at zero: the identity."""
 
-    def __init__(self, layers: List[nn.Module]):
+    def __init__(self, dim: int, bottleneck_dim: int):
         super().__init__()
-        self.layers = nn.ModuleList(layers)
+        self.down = nn.Conv1d(dim, bottleneck_dim, kernel_size=1)
+        self.up = nn.Conv1d(bottleneck_dim, dim, kernel_size=1)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
+        return x + self.up(torch.relu(self.down(x)))
+
+
+class Lhuc(nn.Module):
+    """Learning hidden unit contributions (Swietojanski & Renals, 2014): each hidden unit's
+    output scaled by ``2 sigmoid(scale)`` in (0, 2); ``scale`` starts at 0, a factor of 1."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.scale = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * (2.0 * torch.sigmoid(self.scale))[None, :, None]
+
+
+class TdnnEncoder(nn.Module):
+    """The hidden layers, applied in order: a ModuleList so that layers can be addressed
+    (``encoder.layers.3``), frozen, wrapped or have modules inserted between them; with
+    ``adapters``, adapter i follows layer i while ``use_adapters`` is true."""
+
+    def __init__(self, layers: List[nn.Module], adapters: Optional[List[nn.Module]] = None):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.adapters = nn.ModuleList(adapters) if adapters else None
+        self.use_adapters = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
             x = layer(x)
+            if self.adapters is not None and self.use_adapters:
+                x = self.adapters[i](x)
         return x
 
 
@@ -210,7 +253,7 @@ class TdnnModel(nn.Module):
         self.input_norm = (
             nn.BatchNorm1d(p["feature_dim"], affine=False) if p["input_norm"] == "batchnorm" else None
         )
-        self.encoder = TdnnEncoder(_hidden_layers(p))
+        self.encoder = TdnnEncoder(_hidden_layers(p), _adapters(p))
         if p["type"] == "tdnnf":
             self.prefinal_l = SemiOrthogonalConv1d(p["hidden_dim"], p["prefinal_dim"])
             self.prefinal_chain = PrefinalLayer(p["prefinal_dim"], p["hidden_dim"], p["prefinal_dim"])
@@ -240,15 +283,20 @@ class TdnnModel(nn.Module):
         """Output frames for ``num_frames`` input frames (see :func:`output_lengths`)."""
         return output_lengths(num_frames, self.subsampling_factor)
 
+    def select_domain(self, domain: str) -> None:
+        """Apply the adapters for their own domain, bypass them for any other."""
+        self.encoder.use_adapters = domain == self.params["adapter"]["domain"]
+
     def constrain_orthonormal(self) -> None:
-        """Move every semi-orthogonal weight one step towards its constraint
+        """Move every trainable semi-orthogonal weight one step towards its constraint
         (:func:`constrain_orthonormal_`); call every ORTHONORMAL_CONSTRAINT_INTERVAL steps."""
         for module in self.modules():
-            if isinstance(module, SemiOrthogonalConv1d):
+            if isinstance(module, SemiOrthogonalConv1d) and module.weight.requires_grad:  # frozen stays put
                 constrain_orthonormal_(module.weight)
 
 
 def _checked_params(params: Mapping[str, Any]) -> Dict[str, Any]:
+    params = {"adapter": NO_ADAPTER, **params}  # checkpoints from before adapters existed
     missing = sorted(set(PARAM_KEYS) - set(params))
     unknown = sorted(set(params) - set(PARAM_KEYS))
     if missing or unknown:
@@ -262,7 +310,12 @@ def _checked_params(params: Mapping[str, Any]) -> Dict[str, Any]:
             f"model full_rate_layers={params['full_rate_layers']}: must be at least 1 and less "
             f"than num_layers={params['num_layers']} (a later layer does the subsampling)"
         )
-    return {key: params[key] for key in PARAM_KEYS}
+    adapter = {**NO_ADAPTER, **params["adapter"]}
+    if adapter["type"] not in ADAPTER_TYPES:
+        raise ValueError(f"model adapter type {adapter['type']!r}: expected one of {ADAPTER_TYPES}")
+    if adapter["type"] == "residual" and adapter["dim"] < 1:
+        raise ValueError("model adapter: a residual adapter needs dim >= 1 (its bottleneck)")
+    return {**{key: params[key] for key in PARAM_KEYS}, "adapter": adapter}
 
 
 def _hidden_layers(p: Mapping[str, Any]) -> List[nn.Module]:
@@ -284,6 +337,15 @@ def _hidden_layers(p: Mapping[str, Any]) -> List[nn.Module]:
     return layers
 
 
+def _adapters(p: Mapping[str, Any]) -> Optional[List[nn.Module]]:
+    kind = p["adapter"]["type"]
+    if kind == "residual":
+        return [ResidualAdapter(p["hidden_dim"], p["adapter"]["dim"]) for _ in range(p["num_layers"])]
+    if kind == "lhuc":
+        return [Lhuc(p["hidden_dim"]) for _ in range(p["num_layers"])]
+    return None
+
+
 def _masked_time_mean(x: torch.Tensor, lens: Optional[torch.Tensor]) -> torch.Tensor:
     """Mean over each utterance's valid frames of x (N, C, T), shaped (N, C, 1)."""
     if lens is None:
@@ -301,3 +363,8 @@ def build_model(params: Mapping[str, Any]) -> TdnnModel:
 def num_parameters(model: nn.Module) -> int:
     """How many numbers the model learns (for logs and the size bound in tests)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def trainable_parameters(model: nn.Module) -> int:
+    """How many numbers training changes: the parameters not frozen (requires_grad)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

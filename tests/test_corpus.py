@@ -247,3 +247,16 @@ def test_failed_run_leaves_no_out_dir(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(StageError, match="synthesizer crashed"):
         build("target", tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_source_sentences_do_not_depend_on_string_hashing() -> None:
+    # Counter.most_common breaks ties by first-seen order, which a set of strings takes from
+    # PYTHONHASHSEED: the sentence pool must not.
+    code = ("import hashlib; from local.source_text import wordnet_sentences; "
+            "print(hashlib.sha256('\\n'.join(wordnet_sentences(4, 20, 2000)).encode()).hexdigest())")
+    digests = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT,
+                       env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(digests) == 1

@@ -243,3 +243,21 @@ def test_cli_help_and_a_bad_output_name(tmp_path: Path) -> None:
     assert shown.returncode == 0 and "_feats.lca" in shown.stdout
     with pytest.raises(StageError, match=r"must end in '_cuts\.jsonl\.gz'"):
         run_stage(tmp_path / "in_cuts.jsonl.gz", tmp_path / "out.jsonl.gz")
+
+
+def test_speed_perturbation_adds_a_copy_per_factor_with_its_length(in_cuts: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sp" / "t_sp_cuts.jsonl.gz"
+    config = {"extractor": "lhotse-fbank", "num_mel_bins": 80, "num_jobs": 1}
+    main([str(in_cuts), str(out), "--speed-perturb", "0.9", "1.1",
+          "--config-json", json.dumps(config), "--seed", "7"])
+    originals = CutSet.from_file(in_cuts)
+    cuts = {cut.id: cut for cut in CutSet.from_file(out)}
+    assert len(cuts) == 3 * len(originals)
+    for cut in originals:
+        slow, fast = cuts[f"{cut.id}_sp0.9"], cuts[f"{cut.id}_sp1.1"]
+        assert slow.supervisions[0].text == cut.supervisions[0].text
+        # 0.9x speed: 1/0.9 as long; the features have the frames of that duration.
+        assert slow.duration == pytest.approx(cut.duration / 0.9, abs=0.01)
+        assert fast.duration == pytest.approx(cut.duration / 1.1, abs=0.01)
+        assert abs(slow.load_features().shape[0] - round(slow.duration * 100)) <= 1
+    assert json.loads(out.with_name("t_sp.provenance.json").read_text())["speed_perturb"] == [0.9, 1.1]

@@ -4,26 +4,30 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict
+import os
+from typing import Dict, Optional
 
 import pytest
 import yaml
 from lhotse import CutSet
 
+from stages.config import load_config
+from stages.systems import sweep_variants, system_names
 from tests.conftest import REPO_ROOT
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO_ROOT / "Snakefile"), "--cores", "2"]
 TINY = str(REPO_ROOT / "config" / "tiny.yaml")
 MAIN_TARGET = "exp/finetuned/wer.txt"
-SYSTEMS = ["pretrained", "finetuned", "finetuned_mmi", "scratch"]  # finetuned_mmi: LF-MMI
+TINY_CONFIG = load_config([REPO_ROOT / "config" / "config.yaml", REPO_ROOT / "config" / "tiny.yaml"])
+SYSTEMS = system_names(TINY_CONFIG)
 TESTSETS = ["target_test", "source_test"]
 
 
-def snakemake(workdir: Path, target: str, *configfiles: str) -> str:
+def snakemake(workdir: Path, target: str, *configfiles: str, env: Optional[Dict[str, str]] = None) -> str:
     # --configfile takes several files: the target must come before it.
     result = subprocess.run(
         SNAKEMAKE + [target, "-d", str(workdir), "--configfile", TINY, *configfiles],
-        capture_output=True, text=True,
+        capture_output=True, text=True, env=env,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
@@ -45,21 +49,41 @@ def built(tmp_path_factory) -> Path:
 
 
 def test_main_target_scores_every_system_on_both_test_sets(built):
+    assert {"pretrained", "finetuned", "finetuned_mmi", "finetuned_kld", "finetuned_l2sp",
+            "finetuned_rehearsal", "adapted", "adapted_lhuc", "scratch"} <= set(SYSTEMS)
     report = json.loads((built / "exp" / "report.json").read_text())
     assert sorted(report["systems"]) == sorted(SYSTEMS)
     for system in SYSTEMS:
         entry = report["systems"][system]
-        assert entry["train_seconds"] > 0
+        assert entry["train_seconds"] > 0 and 0 < entry["trainable_parameters"]
         for testset in TESTSETS:
             scores = entry[testset]
-            assert set(scores) == {"wer", "words", "ins", "del", "sub"}
-            assert scores["words"] > 0
+            assert set(scores) == {"wer", "words", "ins", "del", "sub", "ci95"}
+            assert scores["words"] > 0 and scores["ci95"][0] <= scores["wer"] <= scores["ci95"][1]
             assert scores["wer"] == pytest.approx(100 * (scores["ins"] + scores["del"] + scores["sub"]) / scores["words"], abs=1e-3)
             wer_txt = (built / "exp" / system / "decode" / testset / "hlg" / "wer.txt").read_text()
             assert wer_txt.startswith(f"%WER {scores['wer']:.2f} [ ")
     main = (built / MAIN_TARGET).read_text()
     assert main == (built / "exp" / "finetuned" / "decode" / "target_test" / "hlg" / "wer.txt").read_text()
     assert "| finetuned |" in (built / "exp" / "report.md").read_text()
+    # Adapters train alone; the source domain bypasses them: the pretrained model's WER there.
+    systems = report["systems"]
+    assert systems["adapted_lhuc"]["trainable_parameters"] < systems["adapted"]["trainable_parameters"] \
+        < systems["finetuned"]["trainable_parameters"]
+    assert systems["adapted"]["source_test"] == systems["pretrained"]["source_test"]
+    assert systems["pretrained"]["forgetting"] == 0.0
+    against_pretrained = {c["system"] for c in report["comparisons"] if c["against"] == "pretrained"}
+    assert against_pretrained == set(SYSTEMS) - {"pretrained"}
+    html = (built / "exp" / "report.html").read_text()
+    assert all(system in html for system in SYSTEMS) and "95% CI" in html
+
+
+def test_alpha_sweep_is_one_target(built):
+    snakemake(built, "alpha_sweep")
+    sweep = json.loads((built / "exp" / "alpha_sweep.json").read_text())
+    for system in sweep_variants(TINY_CONFIG):
+        assert system in sweep["systems"] and sweep["systems"][system]["regularizer"] == "kld"
+    assert (built / "exp" / "alpha_sweep_alpha.png").stat().st_size > 0
 
 
 def test_features_logs_and_provenance_are_in_place(built, monkeypatch):
@@ -78,12 +102,28 @@ def test_features_logs_and_provenance_are_in_place(built, monkeypatch):
     assert {"model", "optimizer", "epoch"} <= set(checkpoint)
 
 
+def test_a_second_run_from_nothing_gives_identical_results(built, tmp_path):
+    # Another directory and another string-hash seed: one seed drives everything else.
+    again = tmp_path / "again"
+    snakemake(again, MAIN_TARGET, env={**os.environ, "PYTHONHASHSEED": "7"})
+    scores = [Path("exp", system, "decode", testset, "hlg", name) for system in SYSTEMS for testset in TESTSETS
+              for name in ("hyp.txt", "wer.txt", "per_utt.txt", "per_spk.txt")]
+    for path in scores:
+        assert (again / path).read_text() == (built / path).read_text(), path
+    import torch
+
+    for system in SYSTEMS:
+        a = torch.load(built / "exp" / system / "model.pt")["model"]
+        b = torch.load(again / "exp" / system / "model.pt")["model"]
+        assert all(torch.equal(a[k], b[k]) for k in a), system
+
+
 def test_second_call_has_nothing_to_do(built):
     assert "Nothing to be done" in snakemake(built, MAIN_TARGET)
 
 
 def test_changing_a_finetune_key_reruns_finetune_and_what_follows_only(built, tmp_path):
-    upstream = ("data/**/*", "exp/pretrained/**/*", "exp/scratch/**/*")
+    upstream = ("data/**/*", "exp/pretrained/**/*", "exp/scratch/**/*", "exp/adapted*/**/*")
     before = mtimes(built, *upstream)
     finetuned_before = mtimes(built, "exp/finetuned/model.pt", "exp/finetuned/decode/**/*")
     override = tmp_path / "finetune.yaml"
@@ -116,9 +156,13 @@ def test_training_killed_mid_epoch_resumes_from_its_checkpoint(built, tmp_path, 
     override = tmp_path / "resume.yaml"
     override.write_text(yaml.safe_dump({"pretrain": {"epochs": 3, "save_every_steps": 1, "max_duration": 5}}))
     exp_dir = built / "exp" / "killed"
-    command = [sys.executable, "-m", "stages.pretrain", "data/fbank/source_train_cuts.jsonl.gz",
-               "data/lang_phone_source", str(exp_dir), "--config", str(REPO_ROOT / "config" / "config.yaml"),
-               "--config", TINY, "--config", str(override)]
+
+    def pretrain(into: Path) -> list:
+        return [sys.executable, "-m", "stages.pretrain", "data/fbank/source_train_cuts.jsonl.gz",
+                "data/lang_phone_source", str(into), "--config", str(REPO_ROOT / "config" / "config.yaml"),
+                "--config", TINY, "--config", str(override)]
+
+    command = pretrain(exp_dir)
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not list(exp_dir.glob("checkpoint-*.pt")) and time.time() < deadline and proc.poll() is None:
@@ -130,4 +174,11 @@ def test_training_killed_mid_epoch_resumes_from_its_checkpoint(built, tmp_path, 
     subprocess.run(command, check=True, capture_output=True)
     log = (exp_dir / "log" / "log-train.txt").read_text()
     assert "resuming from" in log and "checkpoint-" in log.split("resuming from")[1].splitlines()[0]
-    assert (exp_dir / "model.pt").is_file()
+    # The resumed run ends where an uninterrupted one does (sampler state and weights restored;
+    # CPU training is deterministic): the same weights, exactly.
+    uninterrupted = built / "exp" / "uninterrupted"
+    subprocess.run(pretrain(uninterrupted), check=True, capture_output=True)
+    import torch
+
+    resumed, straight = (torch.load(d / "model.pt")["model"] for d in (exp_dir, uninterrupted))
+    assert all(torch.equal(resumed[k], straight[k]) for k in straight)

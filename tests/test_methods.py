@@ -1,0 +1,268 @@
+"""Fine-tuning methods (stages.methods): the math of the regularizers, where rehearsal batches
+come from, freezing, adapters, output-layer transfer, and alpha = 0 = plain fine-tuning --
+on random features and a char lexicon written here, through the real training loop."""
+import json
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+import pytest
+import torch
+from lhotse import CutSet, Features, MonoCut, NumpyFilesWriter, SupervisionSegment
+
+from stages.cli import StageError
+from stages.graphs import build_graph_compiler
+from stages.losses import build_loss
+from stages.methods import FineTuning, SourceDomain, kl_divergence, l2sp_penalty, regularized_objective
+from stages.models import build_model
+from stages.provenance import StageRun
+from stages.training import averaged_epochs, batch_log_probs, make_loader, train
+from tests.test_losses import CHAR_LEXICON, write_char_lang_dir
+
+FEATURE_DIM = 20
+LOSS = {"type": "ctc", "output_beam": 10.0, "den_scale": 1.0, "ctc_weight": 0.0, "oov": "<UNK>"}
+MODEL = {
+    "type": "tdnnf", "feature_dim": FEATURE_DIM, "input_norm": "batchnorm", "num_layers": 4,
+    "full_rate_layers": 2, "hidden_dim": 32, "bottleneck_dim": 12, "prefinal_dim": 16,
+    "bypass_scale": 0.66, "subsampling_factor": 3, "dropout": 0.0,
+}
+TRAIN = {
+    "epochs": 2, "lr": 0.003, "lr_decay": 0.9, "warmup_steps": 1, "weight_decay": 0.0, "grad_clip": 5.0,
+    "max_duration": 1.5, "average_last": 1, "save_every_steps": 0, "threads": 1,
+}
+METHOD = {
+    "regularizer": {"type": "none", "alpha": 0.0}, "init_modules": ["*"], "freeze": [], "lr_factors": {},
+    "adapter": {"type": "none", "dim": 0, "domain": "target"}, "spec_augment": False, "speed_perturb": False,
+    "early_stopping_patience": 0, "model_selection": "last",
+}
+WORDS = ["ON", "OFF", "NO", "TOE", "NET"]
+
+
+def feature_cuts(directory: Path, prefix: str, count: int, seed: int) -> CutSet:
+    """``count`` cuts of random features (0.6-1.0 s) with transcripts of lexicon words."""
+    rng = np.random.default_rng(seed)
+    cuts = []
+    directory.mkdir(parents=True, exist_ok=True)
+    with NumpyFilesWriter(directory / f"{prefix}_feats") as writer:
+        for i in range(count):
+            cut_id = f"{prefix}-{i:03d}"
+            frames = int(rng.integers(60, 100))
+            key = writer.write(cut_id, rng.standard_normal((frames, FEATURE_DIM)).astype(np.float32))
+            duration = frames * 0.01
+            features = Features(
+                type="fbank", num_frames=frames, num_features=FEATURE_DIM, frame_shift=0.01,
+                sampling_rate=16000, start=0.0, duration=duration, storage_type=writer.name,
+                storage_path=str(writer.storage_path), storage_key=key, recording_id=cut_id, channels=0,
+            )
+            text = " ".join(rng.choice(WORDS, size=2))
+            supervision = SupervisionSegment(id=cut_id, recording_id=cut_id, start=0.0, duration=duration,
+                                             text=text, speaker=prefix)
+            cuts.append(MonoCut(id=cut_id, start=0.0, duration=duration, channel=0,
+                                supervisions=[supervision], features=features))
+    return CutSet.from_cuts(cuts)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> Dict[str, object]:
+    """A lang dir, source and target cuts, and a model 'pretrained' on the source cuts."""
+    root = tmp_path_factory.mktemp("methods")
+    lang = write_char_lang_dir(root / "lang", CHAR_LEXICON)
+    source = feature_cuts(root / "data", "src", 12, seed=1)
+    target = feature_cuts(root / "data", "tgt", 10, seed=2)
+    params = {**MODEL, "num_tokens": 6}  # <blk> E F N O T
+    run = StageRun("pretrain", {}, seed=3)
+    train(run, root / "pretrained", lang, source, source.subset(first=3), params, LOSS, TRAIN)
+    return {"root": root, "lang": lang, "source": source, "target": target,
+            "pretrained": root / "pretrained" / "model.pt"}
+
+
+def fine_tune(setup, name: str, seed: int = 5, **method) -> Dict[str, torch.Tensor]:
+    """Fine-tune the pretrained model on the target cuts; return model.pt's weights."""
+    params = {**TRAIN, **METHOD, **method}
+    source = SourceDomain(setup["source"], setup["lang"])
+    fine_tuning = FineTuning(setup["pretrained"], params, setup["lang"], FEATURE_DIM, source)
+    exp_dir = setup["root"] / name
+    train(StageRun("finetune", {}, seed=seed), exp_dir, setup["lang"], setup["target"],
+          setup["target"].subset(first=3), fine_tuning.model_params, LOSS, params, method=fine_tuning)
+    return torch.load(exp_dir / "model.pt")["model"]
+
+
+def pretrained_weights(setup) -> Dict[str, torch.Tensor]:
+    return torch.load(setup["pretrained"])["model"]
+
+
+def test_kld_is_zero_for_identical_posteriors_and_positive_otherwise():
+    torch.manual_seed(0)
+    log_probs = torch.randn(2, 7, 5).log_softmax(-1)
+    other = torch.randn(2, 7, 5).log_softmax(-1)
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask[1, 5:] = False
+    assert kl_divergence(log_probs, log_probs, mask).item() == pytest.approx(0.0, abs=1e-6)
+    kld = kl_divergence(log_probs, other, mask)
+    assert kld.item() > 0
+    # The masked frames (padding) do not count.
+    changed = other.clone()
+    changed[1, 5:] = torch.randn(2, 5).log_softmax(-1)
+    assert kl_divergence(log_probs, changed, mask).item() == pytest.approx(kld.item())
+
+
+def test_kld_regularizer_is_zero_at_the_pretrained_start_and_grows_as_the_model_moves(setup):
+    params = {**METHOD, "regularizer": {"type": "kld", "alpha": 1.0}}
+    method = FineTuning(setup["pretrained"], params, setup["lang"], FEATURE_DIM)
+    model = build_model(method.model_params)
+    method.initialize(model)
+    model.eval()  # the reference runs in eval mode: same batch-norm statistics
+    batch = next(iter(make_loader(setup["target"], 3.0, shuffle=False, seed=0)))
+    log_probs = batch_log_probs(model, batch, torch.device("cpu"))
+    loss = torch.tensor(123.0)  # the task loss: alpha = 1 ignores it
+    objective, terms = method.objective(model, batch, log_probs, loss, {"frames": 10})
+    assert objective.item() == pytest.approx(0.0, abs=1e-5) and terms["kld"] == pytest.approx(0.0, abs=1e-5)
+    with torch.no_grad():
+        model.output.bias.add_(torch.randn_like(model.output.bias))
+    objective, _ = method.objective(model, batch, batch_log_probs(model, batch, torch.device("cpu")), loss, {"frames": 10})
+    assert objective.item() > 0.01
+
+
+def test_l2sp_penalty_and_its_gradient():
+    torch.manual_seed(0)
+    model = build_model({**MODEL, "num_tokens": 6})
+    reference = {name: p.detach().clone() for name, p in model.named_parameters()}
+    assert l2sp_penalty(model, reference).item() == 0.0
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    model.output.weight.requires_grad = False  # frozen: not penalized
+    penalty = l2sp_penalty(model, reference)
+    expected = sum(((p - reference[n]) ** 2).sum() for n, p in model.named_parameters() if p.requires_grad)
+    assert penalty.item() == pytest.approx(expected.item(), rel=1e-6)
+    penalty.backward()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert torch.allclose(p.grad, 2 * (p.detach() - reference[name]), atol=1e-7), name
+
+
+def test_regularized_objective_interpolates():
+    pre, task = torch.tensor(2.0), torch.tensor(10.0)
+    assert regularized_objective(0.0, pre, task).item() == 10.0
+    assert regularized_objective(1.0, pre, task).item() == 2.0
+    assert regularized_objective(0.25, pre, task).item() == pytest.approx(0.25 * 2 + 0.75 * 10)
+
+
+def test_alpha_zero_equals_plain_fine_tuning(setup):
+    plain = fine_tune(setup, "plain")
+    for regularizer in ("kld", "l2sp", "rehearsal"):
+        zero = fine_tune(setup, f"{regularizer}_a0", regularizer={"type": regularizer, "alpha": 0.0})
+        for name in plain:
+            assert torch.equal(plain[name], zero[name]), (regularizer, name)
+    # ... and a positive alpha does change the result (the test above can fail).
+    regularized = fine_tune(setup, "kld_a0.5", regularizer={"type": "kld", "alpha": 0.5})
+    assert any(not torch.equal(plain[n], regularized[n]) for n in plain)
+
+
+def test_l2sp_keeps_weights_nearer_the_pretrained_ones(setup):
+    start = pretrained_weights(setup)
+    plain = fine_tune(setup, "plain_far", lr=0.02)
+    l2sp = fine_tune(setup, "l2sp_near", lr=0.02, regularizer={"type": "l2sp", "alpha": 0.9})
+
+    def distance(state):
+        return sum(((state[n] - start[n]) ** 2).sum().item() for n in start if start[n].is_floating_point()
+                   and "running" not in n)
+    assert distance(l2sp) < 0.5 * distance(plain)
+
+
+def test_rehearsal_batches_come_from_the_source_set(setup):
+    params = {**METHOD, "regularizer": {"type": "rehearsal", "alpha": 0.5}}
+    method = FineTuning(setup["pretrained"], params, setup["lang"], FEATURE_DIM,
+                        SourceDomain(setup["source"], setup["lang"]))
+    model = build_model(method.model_params)
+    method.initialize(model)
+    method.attach_source(LOSS, max_duration=1.5, seed=0)
+    loss_fn = build_loss(LOSS, build_graph_compiler(setup["lang"], LOSS), 3)
+    for batch in make_loader(setup["target"], 1.5, shuffle=True, seed=0):
+        log_probs = batch_log_probs(model, batch, torch.device("cpu"))
+        loss, info = loss_fn(log_probs, batch["supervisions"])
+        objective, terms = method.objective(model, batch, log_probs, loss, info)
+        assert terms["rehearsal"] > 0
+    source_ids = {cut.id for cut in setup["source"]}
+    assert method.source_cut_ids and set(method.source_cut_ids) <= source_ids
+
+
+def test_frozen_parameters_do_not_move(setup):
+    start = pretrained_weights(setup)
+    tuned = fine_tune(setup, "frozen", freeze=["encoder.layers.[0-1].*", "input_norm.*"])
+    for name, value in start.items():
+        if name.startswith(("encoder.layers.0.", "encoder.layers.1.", "input_norm.")):
+            assert torch.equal(tuned[name], value), name  # batch-norm statistics included
+    assert not torch.equal(tuned["encoder.layers.2.affine.weight"], start["encoder.layers.2.affine.weight"])
+
+
+@pytest.mark.parametrize("adapter", [{"type": "residual", "dim": 4, "domain": "target"},
+                                     {"type": "lhuc", "dim": 0, "domain": "target"}])
+def test_adapters_train_alone_and_the_other_domain_bypasses_them(setup, adapter):
+    start = pretrained_weights(setup)
+    tuned = fine_tune(setup, f"adapted_{adapter['type']}", adapter=adapter, lr=0.02)
+    for name, value in start.items():
+        assert torch.equal(tuned[name], value), name
+    assert any(name.startswith("encoder.adapters.") for name in tuned)
+    checkpoint = torch.load(setup["root"] / f"adapted_{adapter['type']}" / "model.pt")
+    model = build_model(checkpoint["model_params"])
+    model.load_state_dict(checkpoint["model"])
+    model.eval()
+    pretrained = build_model(torch.load(setup["pretrained"])["model_params"])
+    pretrained.load_state_dict(start)
+    pretrained.eval()
+    features = torch.randn(1, 80, FEATURE_DIM)
+    with torch.no_grad():
+        model.select_domain("source")
+        assert torch.equal(model(features), pretrained(features))
+        model.select_domain("target")
+        assert not torch.allclose(model(features), pretrained(features))
+    trainable = json.loads((setup["root"] / f"adapted_{adapter['type']}" / "provenance.json").read_text())
+    adapter_numbers = sum(v.numel() for n, v in tuned.items() if n.startswith("encoder.adapters."))
+    assert trainable["trainable_parameters"] == adapter_numbers
+
+
+def test_lr_factors_make_parameter_groups(setup):
+    params = {**METHOD, "lr_factors": {"output.*": 2.0, "encoder.layers.0.*": 0.0}}
+    method = FineTuning(setup["pretrained"], params, setup["lang"], FEATURE_DIM)
+    model = build_model(method.model_params)
+    method.initialize(model)
+    groups = {g["lr_factor"]: g for g in method.param_groups(model, lr=0.1)}
+    assert groups[2.0]["lr"] == pytest.approx(0.2) and groups[0.0]["lr"] == 0.0
+    assert {id(p) for p in groups[2.0]["params"]} == {id(model.output.weight), id(model.output.bias)}
+
+
+def test_other_tokens_reinitialize_the_output_layer_and_copy_shared_rows(setup, tmp_path):
+    lexicon = {"ON": [["O", "N"]], "NO": [["N", "O"]], "OAK": [["O", "A", "K"]], "<UNK>": [["N"]]}
+    other_lang = write_char_lang_dir(tmp_path / "lang_other", lexicon)  # <blk> A K N O
+    method = FineTuning(setup["pretrained"], METHOD, other_lang, FEATURE_DIM)
+    assert not method.same_tokens and method.model_params["num_tokens"] == 5
+    model = build_model(method.model_params)
+    method.initialize(model)
+    start = pretrained_weights(setup)
+    old = {"<blk>": 0, "E": 1, "F": 2, "N": 3, "O": 4, "T": 5}
+    new = {"<blk>": 0, "A": 1, "K": 2, "N": 3, "O": 4}
+    for symbol in ("<blk>", "N", "O"):
+        assert torch.equal(model.output.weight[new[symbol]], start["output.weight"][old[symbol]])
+    assert torch.equal(model.encoder.layers[1].affine.weight, start["encoder.layers.1.affine.weight"])
+    with pytest.raises(StageError, match="other tokens"):
+        FineTuning(setup["pretrained"], {**METHOD, "regularizer": {"type": "kld", "alpha": 0.5}},
+                   other_lang, FEATURE_DIM)
+
+
+def test_model_selection_and_early_stopping_epochs():
+    assert averaged_epochs([3.0, 2.0, 1.0, 1.5], 2, "last") == [3, 4]
+    assert averaged_epochs([3.0, 2.0, 1.0, 1.5], 2, "best_valid") == [2, 3]
+    assert averaged_epochs([1.0, 2.0], 3, "best_valid") == [1]
+
+
+def test_early_stopping_stops_on_the_dev_loss(setup):
+    # A learning rate far too high makes the dev loss jump about, so some epoch does not improve.
+    fine_tune(setup, "early", lr=1.0, epochs=10, early_stopping_patience=1, model_selection="best_valid",
+              warmup_steps=0)
+    summary = json.loads((setup["root"] / "early" / "provenance.json").read_text())
+    losses = torch.load(setup["root"] / "early" / "model.pt")["valid_losses"]
+    assert summary["epochs_trained"] == len(losses) < 10
+    # Stopped after the first epoch that was not the best so far, not earlier.
+    assert losses[-1] > min(losses[:-1]) and losses[:-1] == sorted(losses[:-1], reverse=True)
+    assert summary["averaged_epochs"] == [losses.index(min(losses)) + 1]
