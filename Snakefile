@@ -91,8 +91,8 @@ rule report:
     output:
         json="exp/report.json",
         md="exp/report.md",
-        png="exp/report_wer.png",
-        html="exp/report.html",
+        png=report("exp/report_wer.png", caption="report/wer.rst", category="Results"),
+        html=report("exp/report.html", caption="report/html.rst", category="Results"),
     log:
         "logs/report/report.log",
     shell:
@@ -109,7 +109,7 @@ rule alpha_sweep:
         json="exp/alpha_sweep.json",
         md="exp/alpha_sweep.md",
         png="exp/alpha_sweep_wer.png",
-        alpha="exp/alpha_sweep_alpha.png",
+        alpha=report("exp/alpha_sweep_alpha.png", caption="report/alpha.rst", category="Alpha sweep"),
         html="exp/alpha_sweep.html",
     params:
         systems=[*SYSTEMS, *SWEEP],

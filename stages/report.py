@@ -80,7 +80,7 @@ def comparisons(exp_dir: Path, systems: Sequence[str], testsets: Sequence[str], 
         for testset in testsets:
             ref_dir = exp_dir / reference / "decode" / testset / PRIMARY_METHOD
             for system in systems:
-                if system != reference:
+                if system not in (reference, baseline):
                     hyp = exp_dir / system / "decode" / testset / PRIMARY_METHOD / "hyp.txt"
                     result = wer_difference_ci(ref_dir / "ref.txt", ref_dir / "hyp.txt", hyp)
                     found.append({"system": system, "against": reference, "testset": testset,
