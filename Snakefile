@@ -53,8 +53,18 @@ def rehearsal_inputs(train_params):
     return {"source_cuts": "data/fbank/source_train_cuts.jsonl.gz", "source_lang": f"{LANG}_source"}
 
 
-def source_arguments(wildcards, input):
-    return f"--source-cuts {input.source_cuts} --source-lang {input.source_lang}" if "source_cuts" in input.keys() else ""
+def augmentation_inputs(train_params):
+    """Rehearsal's source data and noise mixing's noise cuts, where the method uses them."""
+    inputs = rehearsal_inputs(train_params)
+    if train_params.get("noise_mix", {}).get("prob", 0) > 0:
+        inputs["noise_cuts"] = "data/fbank/noise_cuts.jsonl.gz"
+    return inputs
+
+
+def extra_arguments(wildcards, input):
+    """The stage options for augmentation_inputs' files."""
+    names = {"source_cuts": "--source-cuts", "source_lang": "--source-lang", "noise_cuts": "--noise-cuts"}
+    return " ".join(f"{option} {input[name]}" for name, option in names.items() if name in input.keys())
 
 
 def section(*keys):
@@ -221,6 +231,23 @@ rule features_speed_perturbed:
         "--config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
 
 
+rule noise:
+    """Sox noise recordings with features: what noise_mix mixes into target batches."""
+    output:
+        cuts="data/fbank/noise_cuts.jsonl.gz",
+        storage="data/fbank/noise_feats.lca",
+        noise=directory("data/noise"),
+    params:
+        cfg=section("features"),
+        seed=config["seed"],
+        types=config["corpus"]["target"]["noise_types"],
+    log:
+        "logs/noise/noise.log",
+    shell:
+        "{PYTHON} -m stages.noise {output.noise} {output.cuts} --noise-types {params.types} "
+        "--config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
+
+
 rule lang:
     """Tokens, lexicon, L, the domain's n-gram LM and HLG (an icefall-compatible lang dir)."""
     input:
@@ -266,7 +293,7 @@ rule pretrain:
 rule finetune:
     """Fine-tuning of the pretrained model on the target domain, one system per variant."""
     input:
-        unpack(lambda w: rehearsal_inputs(training_sections(config, w.variant)["finetune"])),
+        unpack(lambda w: augmentation_inputs(training_sections(config, w.variant)["finetune"])),
         init="exp/pretrained/model.pt",
         cuts=lambda w: target_train(training_sections(config, w.variant)["finetune"]),
         valid="data/fbank/target_dev_cuts.jsonl.gz",
@@ -277,7 +304,7 @@ rule finetune:
     params:
         cfg=lambda w: json.dumps(training_sections(config, w.variant), sort_keys=True),
         seed=config["seed"],
-        source=source_arguments,
+        extra=extra_arguments,
     log:
         "logs/finetune/{variant}.log",
     benchmark:
@@ -285,13 +312,13 @@ rule finetune:
     threads: 2
     shell:
         "{PYTHON} -m stages.finetune {input.init} {input.cuts} {input.valid} {input.lang} exp/{wildcards.variant} "
-        "{params.source} --config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
+        "{params.extra} --config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
 
 
 rule adapt:
     """Adapters in the pretrained model, trained alone on the target domain."""
     input:
-        unpack(lambda w: rehearsal_inputs(training_sections(config, w.adapted)["adapt"])),
+        unpack(lambda w: augmentation_inputs(training_sections(config, w.adapted)["adapt"])),
         init="exp/pretrained/model.pt",
         cuts=lambda w: target_train(training_sections(config, w.adapted)["adapt"]),
         valid="data/fbank/target_dev_cuts.jsonl.gz",
@@ -302,7 +329,7 @@ rule adapt:
     params:
         cfg=lambda w: json.dumps(training_sections(config, w.adapted), sort_keys=True),
         seed=config["seed"],
-        source=source_arguments,
+        extra=extra_arguments,
     log:
         "logs/adapt/{adapted}.log",
     benchmark:
@@ -310,7 +337,7 @@ rule adapt:
     threads: 2
     shell:
         "{PYTHON} -m stages.adapt {input.init} {input.cuts} {input.valid} {input.lang} exp/{wildcards.adapted} "
-        "{params.source} --config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
+        "{params.extra} --config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
 
 
 rule scratch:

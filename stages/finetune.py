@@ -10,8 +10,8 @@
 The architecture is the pretrained checkpoint's (the config's ``model`` section is the
 pretrained model's business). How it is fine-tuned is the ``finetune`` section: the objective
 ``alpha * L_pre + (1 - alpha) * L_task`` (``regularizer``: none | kld | l2sp | rehearsal),
-``init_modules``, ``freeze``, ``lr_factors``, ``adapter``, SpecAugment, early stopping and model
-selection on target_dev (:mod:`stages.methods`, :mod:`stages.training`). Validation: target_dev,
+``init_modules``, ``freeze``, ``lr_factors``, ``adapter``, SpecAugment, noise mixing
+(``--noise-cuts``), early stopping and model selection on target_dev (:mod:`stages.methods`, :mod:`stages.training`). Validation: target_dev,
 never the test set.
 """
 import argparse
@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("exp_dir", type=Path, help="system directory to write, e.g. exp/finetuned")
     parser.add_argument("--source-cuts", type=Path, help="source-domain training cuts (rehearsal)")
     parser.add_argument("--source-lang", type=Path, help="source-domain lang dir (rehearsal)")
+    parser.add_argument("--noise-cuts", type=Path, help="noise cuts with features (noise_mix), from the noise stage")
     add_config_arguments(parser)
 
 
@@ -55,6 +56,7 @@ def fine_tune(args: argparse.Namespace, run: StageRun, loss_params: Mapping[str,
     train(
         run, args.exp_dir, args.lang_dir, train_cuts, load_cuts(args.valid_cuts),
         model_params=method.model_params, loss_params=loss_params, train_params=train_params, method=method,
+        noise_cuts=load_cuts(args.noise_cuts) if args.noise_cuts else None,
     )
 
 

@@ -21,7 +21,8 @@ sampler's state is saved), and says so in the log; a checkpoint from a different
 never resumed.
 
 Keys of ``train_params`` only the target-domain stages set (absent means off):
-``spec_augment`` (lhotse's SpecAugment on training batches), ``early_stopping_patience``
+``spec_augment`` (lhotse's SpecAugment on training batches), ``noise_mix`` (lhotse's CutMix of
+the noise stage's cuts), ``early_stopping_patience``
 (stop after that many epochs without a better validation loss; 0: never) and
 ``model_selection`` (``last``: average the last ``average_last`` epochs trained; ``best_valid``:
 the ``average_last`` epochs ending at the best validation loss). Fine-tuning methods
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 
 import torch
 from lhotse import CutSet
-from lhotse.dataset import DynamicBucketingSampler, K2SpeechRecognitionDataset, SimpleCutSampler, SpecAugment
+from lhotse.dataset import CutMix, DynamicBucketingSampler, K2SpeechRecognitionDataset, SimpleCutSampler, SpecAugment
 from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
@@ -71,11 +72,14 @@ def load_cuts(path: Path) -> CutSet:
     return cuts
 
 
-def make_loader(cuts: CutSet, max_duration: float, shuffle: bool, seed: int,
-                return_cuts: bool = False, spec_augment: bool = False) -> DataLoader:
+def make_loader(cuts: CutSet, max_duration: float, shuffle: bool, seed: int, return_cuts: bool = False,
+                spec_augment: bool = False, noise_mix: Optional[Mapping[str, Any]] = None,
+                noise_cuts: Optional[CutSet] = None) -> DataLoader:
     """Batches of up to ``max_duration`` seconds, bucketed by length (icefall's asr_datamodule);
     under 40 cuts there is nothing to bucket (lhotse needs two buckets of some size).
-    ``spec_augment``: lhotse's SpecAugment (time warp, frequency and time masks) on each batch."""
+    ``spec_augment``: lhotse's SpecAugment (time warp, frequency and time masks) on each batch;
+    ``noise_mix`` ``{"prob", "snr_db": [low, high]}``: lhotse's CutMix of ``noise_cuts`` into
+    that fraction of the cuts, at an SNR drawn uniformly from the range (seeded)."""
     if len(cuts) >= 40:
         sampler = DynamicBucketingSampler(
             cuts, max_duration=max_duration, shuffle=shuffle, seed=seed,
@@ -84,7 +88,14 @@ def make_loader(cuts: CutSet, max_duration: float, shuffle: bool, seed: int,
     else:
         sampler = SimpleCutSampler(cuts, max_duration=max_duration, shuffle=shuffle, seed=seed)
     transforms = [SpecAugment()] if spec_augment else []
-    dataset = K2SpeechRecognitionDataset(return_cuts=return_cuts, input_transforms=transforms)
+    cut_transforms = []
+    if noise_mix and noise_mix["prob"] > 0:
+        if noise_cuts is None:
+            raise StageError("noise_mix.prob > 0 needs noise cuts: run the noise stage and pass --noise-cuts")
+        cut_transforms.append(CutMix(noise_cuts, snr=tuple(noise_mix["snr_db"]), p=noise_mix["prob"],
+                                     seed=seed, random_mix_offset=True, preserve_id=True))
+    dataset = K2SpeechRecognitionDataset(return_cuts=return_cuts, cut_transforms=cut_transforms,
+                                         input_transforms=transforms)
     return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=0)
 
 
@@ -184,12 +195,14 @@ def train(
     loss_params: Mapping[str, Any],
     train_params: Mapping[str, Any],
     method: Optional["FineTuning"] = None,
+    noise_cuts: Optional[CutSet] = None,
 ) -> Dict[str, Any]:
     """Train a model into ``exp_dir`` (layout in the module docstring); return a summary.
 
     ``method`` (fine-tuning: :class:`stages.methods.FineTuning`) initializes the model from the
     pretrained one before the first step, freezes, groups learning rates and regularizes the
-    objective; a resumed run takes the weights from its checkpoint instead.
+    objective; a resumed run takes the weights from its checkpoint instead. ``noise_cuts``
+    (the noise stage's) are what ``train_params["noise_mix"]`` mixes in.
     """
     exp_dir.mkdir(parents=True, exist_ok=True)
     (exp_dir / "log").mkdir(exist_ok=True)
@@ -217,7 +230,8 @@ def train(
     param_groups = method.param_groups(model, train_params["lr"]) if method else model.parameters()
     optimizer = torch.optim.Adam(param_groups, lr=train_params["lr"], weight_decay=train_params["weight_decay"])
     train_loader = make_loader(train_cuts, train_params["max_duration"], shuffle=True, seed=run.seed,
-                               spec_augment=train_params.get("spec_augment", False))
+                               spec_augment=train_params.get("spec_augment", False),
+                               noise_mix=train_params.get("noise_mix"), noise_cuts=noise_cuts)
     valid_loader = make_loader(valid_cuts, train_params["max_duration"], shuffle=False, seed=run.seed)
 
     step, first_epoch, train_seconds, valid_losses = 0, 1, 0.0, []

@@ -261,3 +261,17 @@ def test_speed_perturbation_adds_a_copy_per_factor_with_its_length(in_cuts: Path
         assert fast.duration == pytest.approx(cut.duration / 1.1, abs=0.01)
         assert abs(slow.load_features().shape[0] - round(slow.duration * 100)) <= 1
     assert json.loads(out.with_name("t_sp.provenance.json").read_text())["speed_perturb"] == [0.9, 1.1]
+
+
+def test_noise_stage_writes_noise_cuts_with_features(tmp_path: Path, monkeypatch) -> None:
+    from stages.noise import main as noise_main
+
+    monkeypatch.chdir(tmp_path)  # the manifests name data/noise/... relative to the run directory
+    config = {"extractor": "lhotse-fbank", "num_mel_bins": 80, "num_jobs": 1}
+    noise_main(["data/noise", "data/fbank/noise_cuts.jsonl.gz", "--noise-types", "whitenoise", "pinknoise",
+                "--config-json", json.dumps(config), "--seed", "3"])
+    cuts = CutSet.from_file(tmp_path / "data" / "fbank" / "noise_cuts.jsonl.gz")
+    assert sorted(cut.recording_id for cut in cuts) == ["noise-pinknoise", "noise-whitenoise"]
+    for cut in cuts:
+        assert cut.duration == 60.0 and cut.load_features().shape == (6000, 80)
+    assert leftovers(tmp_path / "data") == []

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from lhotse import CutSet, Features, MonoCut, NumpyFilesWriter, SupervisionSegment
+from lhotse.utils import fastcopy
 
 from stages.cli import StageError
 from stages.graphs import build_graph_compiler
@@ -266,3 +267,17 @@ def test_early_stopping_stops_on_the_dev_loss(setup):
     # Stopped after the first epoch that was not the best so far, not earlier.
     assert losses[-1] > min(losses[:-1]) and losses[:-1] == sorted(losses[:-1], reverse=True)
     assert summary["averaged_epochs"] == [losses.index(min(losses)) + 1]
+
+
+def test_noise_mixing_changes_the_inputs_not_the_transcripts(setup):
+    noise = CutSet.from_cuts(fastcopy(cut, supervisions=[])  # noise has no transcript
+                             for cut in feature_cuts(setup["root"] / "noise", "noise", 2, seed=9))
+    one = setup["target"].subset(first=1)
+    plain = next(iter(make_loader(one, 3.0, shuffle=False, seed=0)))
+    mixed = next(iter(make_loader(one, 3.0, shuffle=False, seed=0,
+                                  noise_mix={"prob": 1.0, "snr_db": [0, 5]}, noise_cuts=noise)))
+    assert mixed["supervisions"]["text"] == plain["supervisions"]["text"]
+    assert mixed["inputs"].shape == plain["inputs"].shape
+    assert not torch.allclose(mixed["inputs"], plain["inputs"])
+    with pytest.raises(StageError, match="noise stage"):
+        make_loader(setup["target"], 3.0, shuffle=False, seed=0, noise_mix={"prob": 0.5, "snr_db": [0, 5]})
