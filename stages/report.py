@@ -166,6 +166,8 @@ def plot_alpha(report: Dict[str, Any], path: Path, baseline: str) -> None:
         if baseline in report["systems"]:
             ax.axhline(report["systems"][baseline][testset]["wer"], color="grey", linestyle="--", label=baseline)
         ax.set_title(testset)
+        # l2sp's alphas are decades below kld's and rehearsal's: linear near 0, logarithmic above.
+        ax.set_xscale("symlog", linthresh=1e-3, linscale=0.5)
         ax.set_xlabel("alpha (weight of L_pre)")
         ax.set_ylabel("%WER")
     axes[0].legend()
