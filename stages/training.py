@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from lhotse import CutSet
 from lhotse.dataset import CutMix, DynamicBucketingSampler, K2SpeechRecognitionDataset, SimpleCutSampler, SpecAugment
@@ -210,7 +211,10 @@ def train(
     file_log.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
     logging.getLogger("speechtune").addHandler(file_log)
     device = torch.device("cpu")
+    # lhotse's SpecAugment draws from all three generators.
     torch.manual_seed(run.seed)
+    random.seed(run.seed)
+    np.random.seed(run.seed)
     torch.set_num_threads(train_params["threads"])
 
     run_config = {"model": model_params, "loss": loss_params, "train": train_params,
