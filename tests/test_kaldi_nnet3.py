@@ -142,9 +142,13 @@ def synthetic_text(first_component: str = "FixedAffineComponent") -> str:
             + "".join(components) + "</Nnet3> <LeftContext> 5 <RightContext> 5 <Priors>  [ ]\n")
 
 
-def numpy_output(x: np.ndarray, ivector: np.ndarray, s: int = 3) -> np.ndarray:
-    """The synthetic network's ``output`` at frames 0, s, 2s, ... < T, frame by frame."""
+def numpy_output(x: np.ndarray, ivector: np.ndarray, s: int = 3, period: int = 0) -> np.ndarray:
+    """The synthetic network's ``output`` at frames 0, s, 2s, ... < T, frame by frame; with
+    ``period``, ``ivector`` holds rows and frame t reads row floor(t / period) (clamped)."""
     num_frames = len(x)
+
+    def ivector_at(t: int) -> np.ndarray:
+        return ivector[min(max(t // period, 0), len(ivector) - 1)] if period else ivector
 
     def frame(t: int) -> np.ndarray:  # Kaldi repeats the edge frames
         return x[min(max(t, 0), num_frames - 1)]
@@ -154,7 +158,7 @@ def numpy_output(x: np.ndarray, ivector: np.ndarray, s: int = 3) -> np.ndarray:
 
     @lru_cache(maxsize=None)
     def tdnn1(t: int) -> np.ndarray:  # dropout: identity at test time
-        lda = W["lda"][0] @ np.concatenate([frame(t - 1), frame(t), frame(t + 1), ivector]) + W["lda"][1]
+        lda = W["lda"][0] @ np.concatenate([frame(t - 1), frame(t), frame(t + 1), ivector_at(t)]) + W["lda"][1]
         return batchnorm(np.maximum(W["tdnn1"][0] @ lda + W["tdnn1"][1], 0))
 
     @lru_cache(maxsize=None)
@@ -293,6 +297,21 @@ def test_online_ivectors_are_chosen_per_chunk_like_kaldi(text_model: Path) -> No
         torch.testing.assert_close(model(x, ivector=online[:, :1].expand(1, 4, 2)), model(x, ivector=online[:, 0]))
 
 
+def test_rounded_ivectors_are_read_per_frame_like_kaldis_looped_decoders(text_model: Path) -> None:
+    model = KaldiNnet3Model.from_nnet3(read_nnet3(text_model)).eval()
+    x = RNG.standard_normal((1, 20, 2)).astype(np.float32)
+    rows = RNG.standard_normal((1, 3, 2)).astype(np.float32)  # frames [0, 8), [8, 16), [16, ...)
+    with torch.no_grad():
+        out = model(torch.from_numpy(x), ivector=torch.from_numpy(rows), ivector_round=8).numpy()
+        same_rows = model(torch.from_numpy(x), ivector=torch.from_numpy(rows[:, :1]).expand(1, 3, 2),
+                          ivector_round=8)
+        constant = model(torch.from_numpy(x), ivector=torch.from_numpy(rows[:, 0]))
+    np.testing.assert_allclose(out[0], numpy_output(x[0], rows[0], period=8), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(same_rows, constant)  # Round of a constant = ReplaceIndex
+    with pytest.raises(ValueError, match="ivector_round"):
+        model(torch.from_numpy(x), ivector=torch.from_numpy(rows[:, 0]), ivector_round=8)
+
+
 def test_names_params_rebuild_and_training_mode(text_model: Path) -> None:
     model = KaldiNnet3Model.from_nnet3(read_nnet3(text_model))
     state = model.state_dict()
@@ -418,3 +437,20 @@ def test_released_korean_chain_model(tmp_path: Path) -> None:
     with torch.no_grad():
         out = model(torch.from_numpy(feats)[None], ivector=torch.zeros(1, 100))
     assert out.shape == (1, 33, 2616) and torch.isfinite(out).all()
+
+
+def test_reader_keeps_double_precision_and_reads_packed_matrices() -> None:
+    from stages.kaldi_nnet3 import _Reader
+
+    packed = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]) + 1e-12  # 3 x 3 lower triangle, row by row
+    data = (b"\0BDP " + struct.pack("<bi", 4, 3) + packed.astype("<f8").tobytes()
+            + b"DM " + struct.pack("<bibi", 4, 1, 4, 2) + np.array([0.1, 1e-12]).astype("<f8").tobytes())
+    r = _Reader(data, "packed.bin")
+    full = r.sp_matrix(double=True)
+    np.testing.assert_array_equal(full, [[packed[0], packed[1], packed[3]], [packed[1], packed[2], packed[4]],
+                                         [packed[3], packed[4], packed[5]]])
+    assert r.matrix(double=True).tolist() == [[0.1, 1e-12]]
+    text = _Reader(b" [\n 1 \n 2 3 ]\n [ 4 5 6 7 ]", "packed.txt")
+    np.testing.assert_array_equal(text.sp_matrix(), [[1, 2], [2, 3]])
+    with pytest.raises(Nnet3FormatError, match=r"packed\.txt: .*4 values do not fill a triangular matrix"):
+        text.sp_matrix()

