@@ -245,7 +245,7 @@ class FineTuning:
         groups: Dict[float, List[nn.Parameter]] = {}
         for name, param in model.named_parameters():
             if param.requires_grad:
-                factor = next((f for pattern, f in self.params["lr_factors"].items() if fnmatch.fnmatchcase(name, pattern)), 1.0)
+                factor = next((f for pattern, f in self.params["lr_factors"].items() if matches(name, [pattern])), 1.0)
                 groups.setdefault(float(factor), []).append(param)
         return [{"params": params, "lr": lr * factor, "lr_factor": factor} for factor, params in groups.items()]
 
