@@ -2,17 +2,20 @@
 #   make run    install what is missing (Debian packages as root, the venv), then run the chain
 #   make test   install what is missing, then run the tests
 # Variables: CORES (default 8), TARGET (the Snakemake target), SNAKEMAKE_ARGS (e.g.
-# "--configfile config/tiny.yaml"), PYTHON (a Python 3.9 to build the venv from).
+# "--configfile config/tiny.yaml"), PYTHON (a Python 3.9 to build the venv from), KALDI_KO=1
+# (also install the released Korean Kaldi model; on by itself when TARGET or SNAKEMAKE_ARGS
+# name kaldi_ko, e.g. SNAKEMAKE_ARGS="--configfile config/kaldi_ko.yaml").
 VENV ?= .venv
 CORES ?= 8
 TARGET ?= exp/finetuned/wer.txt
 SNAKEMAKE_ARGS ?=
 PYTEST_ARGS ?=
+KALDI_KO ?= $(if $(findstring kaldi_ko,$(TARGET) $(SNAKEMAKE_ARGS)),1,)
 
 .PHONY: run test setup
 
 setup:
-	@bash tools/setup.sh
+	@KALDI_KO=$(KALDI_KO) bash tools/setup.sh
 
 run: setup
 	$(VENV)/bin/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS) $(TARGET)

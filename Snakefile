@@ -6,13 +6,15 @@
 #   snakemake --cores 8 alpha_sweep              # + fine-tuning at each alpha: exp/alpha_sweep.*
 #   snakemake --cores 8 fbank                    # corpus -> manifests -> features only
 #   snakemake --cores 8 --configfile config/tiny.yaml exp/finetuned/wer.txt   # seconds of audio
+#   snakemake --cores 8 exp/finetuned/wer.txt --configfile config/kaldi_ko.yaml   # + the imported
+#                                  # Kaldi model fine-tuned (needs `make setup KALDI_KO=1`)
 import json
 import os
 import sys
 
 sys.path.insert(0, workflow.basedir)
 from stages.config import validate_config  # noqa: E402
-from stages.systems import fine_tuning_variants, sweep_variants, system_names, training_sections  # noqa: E402
+from stages.systems import KALDI_KO, fine_tuning_variants, sweep_variants, system_names, training_sections  # noqa: E402
 
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 validate_config(config, where="Snakemake config")
@@ -32,7 +34,7 @@ VARIANTS = fine_tuning_variants(config)  # name -> overrides of loss and finetun
 ADAPTED = list(config["adapt_variants"])
 
 
-for system in [*VARIANTS, *ADAPTED]:
+for system in [*VARIANTS, *ADAPTED, KALDI_KO]:
     training_sections(config, system)  # a bad override fails here, before any job runs
 
 SYSTEMS = system_names(config)
@@ -44,6 +46,11 @@ METHODS = ["hlg", "greedy"] if BPE else ["hlg"]
 def target_train(train_params):
     """The target training cuts: with copies at speeds 0.9 and 1.1 where speed_perturb asks."""
     return "data/fbank/target_train_sp_cuts.jsonl.gz" if train_params["speed_perturb"] else "data/fbank/target_train_cuts.jsonl.gz"
+
+
+def test_cuts(system, testset):
+    """The features a system decodes: the imported Kaldi model's front end for kaldi_ko_finetuned."""
+    return f"data/kaldi_ko/feats/{testset}_cuts.jsonl.gz" if system == KALDI_KO else f"data/fbank/{testset}_cuts.jsonl.gz"
 
 
 def rehearsal_inputs(train_params):
@@ -78,7 +85,7 @@ def section(*keys):
 wildcard_constraints:
     domain="source|target",
     split="train|dev|test",
-    system="|".join(["pretrained", "scratch", *VARIANTS, *ADAPTED]).replace(".", r"\."),
+    system="|".join(["pretrained", "scratch", KALDI_KO, *VARIANTS, *ADAPTED]).replace(".", r"\."),
     variant="|".join(VARIANTS).replace(".", r"\."),
     adapted="|".join(ADAPTED),
     testset="|".join(TESTSETS),
@@ -362,12 +369,98 @@ rule scratch:
         "--config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
 
 
+rule import_kaldi:
+    """A released Kaldi nnet3 chain model (kaldi_ko.model) as an icefall-format checkpoint, with
+    its front end's files: exp/kaldi_ko."""
+    output:
+        model="exp/kaldi_ko/model.pt",
+        provenance="exp/kaldi_ko/provenance.json",
+    params:
+        model=config["kaldi_ko"]["model"],
+    log:
+        "logs/import/kaldi_ko.log",
+    shell:
+        "{PYTHON} -m stages.import_kaldi {params.model} exp/kaldi_ko > {log} 2>&1"
+
+
+rule features_kaldi_ko:
+    """One subset's features for the imported model: its MFCC with its online i-vectors."""
+    input:
+        cuts="data/manifests/{domain}_{split}_cuts.jsonl.gz",
+        model="exp/kaldi_ko/model.pt",
+    output:
+        cuts="data/kaldi_ko/feats/{domain}_{split}_cuts.jsonl.gz",
+        storage="data/kaldi_ko/feats/{domain}_{split}_feats.lca",
+        provenance="data/kaldi_ko/feats/{domain}_{split}.provenance.json",
+    params:
+        cfg=section("features"),
+        seed=config["seed"],
+    log:
+        "logs/features/kaldi_ko_{domain}_{split}.log",
+    benchmark:
+        "logs/features/kaldi_ko_{domain}_{split}.benchmark.tsv"
+    threads: 2
+    shell:
+        "{PYTHON} -m stages.features {input.cuts} {output.cuts} --front-end exp/kaldi_ko "
+        "--config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
+
+
+rule kaldi_ko_testset:
+    """Korean speech synthesized with espeak-ng: what the import is checked on against Vosk."""
+    output:
+        directory("data/kaldi_ko/test"),
+    log:
+        "logs/kaldi_ko/testset.log",
+    shell:
+        "{PYTHON} -m local.kaldi_ko.testset {output} > {log} 2>&1"
+
+
+rule kaldi_ko_agreement:
+    """Our import (MFCC, online i-vectors, network, the model's own graph) decoding beside Vosk,
+    Kaldi's own online decoder: exp/kaldi_ko_agreement.json (word agreement per utterance)."""
+    input:
+        "data/kaldi_ko/test",
+    output:
+        "exp/kaldi_ko_agreement.json",
+    params:
+        model=config["kaldi_ko"]["model"],
+    log:
+        "logs/kaldi_ko/agreement.log",
+    threads: 2
+    shell:
+        "{PYTHON} -m local.kaldi_ko.agreement {input} {output} --model {params.model} --modes online > {log} 2>&1"
+
+
+rule finetune_kaldi_ko:
+    """The imported Korean chain model fine-tuned on the target domain: its TDNN-F body kept,
+    a new output layer over the target lang dir's tokens (cross-lingual transfer)."""
+    input:
+        init="exp/kaldi_ko/model.pt",
+        cuts="data/kaldi_ko/feats/target_train_cuts.jsonl.gz",
+        valid="data/kaldi_ko/feats/target_dev_cuts.jsonl.gz",
+        lang=f"{LANG}_target",
+    output:
+        model=f"exp/{KALDI_KO}/model.pt",
+        provenance=f"exp/{KALDI_KO}/provenance.json",
+    params:
+        cfg=json.dumps(training_sections(config, KALDI_KO), sort_keys=True),
+        seed=config["seed"],
+    log:
+        f"logs/finetune/{KALDI_KO}.log",
+    benchmark:
+        f"logs/finetune/{KALDI_KO}.benchmark.tsv"
+    threads: 2
+    shell:
+        "{PYTHON} -m stages.finetune {input.init} {input.cuts} {input.valid} {input.lang} exp/" + KALDI_KO + " "
+        "--config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
+
+
 rule decode:
     """HLG 1-best (and CTC greedy) recognitions of one test set by one system."""
     input:
         model="exp/{system}/model.pt",
         lang=lambda w: f"{LANG}_{w.testset.split('_')[0]}",
-        cuts="data/fbank/{testset}_cuts.jsonl.gz",
+        cuts=lambda w: test_cuts(w.system, w.testset),
     output:
         expand("exp/{{system}}/decode/{{testset}}/{method}/{name}",
                method=METHODS, name=["hyp.txt", "ref.txt", "utt2spk", "rtf.json"]),

@@ -7,6 +7,9 @@
 ``kaldifeat``          lhotse's ``KaldifeatFbank``, where kaldifeat is installed
 =====================  ====================================================================
 
+and, for a released Kaldi model (``features --front-end MODEL_DIR``), ``KaldiModelFrontEnd``:
+the MFCC its ``conf/mfcc.conf`` asks for with its online i-vectors appended to every frame.
+
 All three produce log-mel filterbanks with the same options: 25 ms Povey windows every 10 ms,
 no dither, ``snip_edges=False`` (``(num_samples + 80) // 160`` frames at 16 kHz, what lhotse's
 duration-to-frames arithmetic expects), 20 Hz to Nyquist - 400 Hz, power spectrum, log floored
@@ -19,14 +22,16 @@ values, so their log energies are higher by ``2 * log(32768)`` where not floored
 lhotse 1.31 has no kaldi-native-fbank extractor of its own; ``KaldiNativeFbank`` is registered
 with lhotse under the name ``kaldi-native-fbank`` (the ``type`` of the stored ``Features``).
 """
+import functools
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Union
+from pathlib import Path
+from typing import Any, Dict, Tuple, Union
 
 import numpy as np
 import torch
 from lhotse import Fbank, FbankConfig
 from lhotse.features.base import FeatureExtractor, register_extractor
-from lhotse.utils import Seconds
+from lhotse.utils import Seconds, compute_num_frames
 
 from stages.cli import StageError
 
@@ -118,6 +123,79 @@ class KaldiNativeFbank(FeatureExtractor):
         for i in range(fbank.num_frames_ready):
             feats[i] = fbank.get_frame(i)
         return feats
+
+
+@dataclass
+class KaldiModelFrontEndConfig:
+    """The Kaldi model directory whose front end to compute (``conf/mfcc.conf``, ``ivector/``)."""
+
+    model_dir: str = ""
+    frame_shift: Seconds = 0.01
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(data: Dict[str, Any]) -> "KaldiModelFrontEndConfig":
+        return KaldiModelFrontEndConfig(**data)
+
+
+@functools.lru_cache(maxsize=2)
+def _kaldi_front_end(model_dir: str) -> Tuple[Any, Any]:
+    """(MFCC options, i-vector extractor) of a model directory, read once per process."""
+    from stages.kaldi_ivector import read_ivector_extractor
+    from stages.kaldi_mfcc import mfcc_options
+
+    return mfcc_options(Path(model_dir) / "conf" / "mfcc.conf"), read_ivector_extractor(model_dir)
+
+
+@register_extractor
+class KaldiModelFrontEnd(FeatureExtractor):
+    """A released Kaldi chain model's input as one feature matrix per cut: the MFCC of its
+    ``conf/mfcc.conf`` (:mod:`stages.kaldi_mfcc`, Kaldi's snip-edges framing, no dither) and,
+    appended to every frame, the online i-vector of that frame's 10-frame period
+    (:func:`stages.kaldi_ivector.extract_online_ivectors`: per utterance, every frame weight 1,
+    as Kaldi's ``ivector-extract-online2`` computes training i-vectors). A model with
+    ``feature_dim`` = MFCC dim + i-vector dim and ``ivector_in_features`` splits them again
+    (:class:`stages.kaldi_nnet3.KaldiNnet3Model`)::
+
+        extractor = KaldiModelFrontEnd(KaldiModelFrontEndConfig(model_dir="exp/kaldi_ko"))
+        feats = extractor.extract(samples, 16000)      # (T, 40 + 100)
+
+    Snip-edges framing gives ``1 + (n - 400) // 160`` frames where lhotse counts
+    ``round(n / 160)``: the last frame is repeated to lhotse's count (Kaldi's decoders repeat
+    edge frames for the network's right context the same way).
+    """
+
+    name = "kaldi-mfcc-ivector"
+    config_type = KaldiModelFrontEndConfig
+
+    @property
+    def frame_shift(self) -> Seconds:
+        return self.config.frame_shift
+
+    def feature_dim(self, sampling_rate: int) -> int:
+        opts, ivector = _kaldi_front_end(self.config.model_dir)
+        return int(opts.num_ceps) + ivector.ivector_dim
+
+    def extract(self, samples: Union[np.ndarray, torch.Tensor], sampling_rate: int) -> np.ndarray:
+        from stages.kaldi_ivector import extract_online_ivectors
+        from stages.kaldi_mfcc import compute_mfcc
+
+        if isinstance(samples, torch.Tensor):
+            samples = samples.numpy()
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        opts, info = _kaldi_front_end(self.config.model_dir)
+        mfcc = compute_mfcc(samples, sampling_rate, opts)
+        if len(mfcc) == 0:
+            raise ValueError(f"{len(samples)} samples: shorter than one {opts.frame_opts.frame_length_ms:g} ms frame")
+        period = info.options.ivector_period
+        ivectors = np.repeat(extract_online_ivectors(info, mfcc, period), period, axis=0)[:len(mfcc)]
+        feats = np.concatenate([mfcc, ivectors], axis=1)
+        expected = compute_num_frames(len(samples) / sampling_rate, self.frame_shift, sampling_rate)
+        if expected > len(feats):
+            feats = np.concatenate([feats, np.repeat(feats[-1:], expected - len(feats), axis=0)])
+        return np.ascontiguousarray(feats[:expected], dtype=np.float32)
 
 
 def make_extractor(name: str, num_mel_bins: int, sampling_rate: int = 16000) -> FeatureExtractor:

@@ -21,6 +21,11 @@ only recorded.
 ``perturb_speed``: resampled audio, ids suffixed ``_sp0.9``), as icefall's recipes do for
 their training sets; the copies are extracted and stored like the originals.
 
+``--front-end exp/kaldi_ko`` computes, instead of ``features.extractor``'s fbank, the input a
+released Kaldi model expects (``stages.extractors.KaldiModelFrontEnd``: the MFCC of the model
+directory's ``conf/mfcc.conf`` with its online i-vectors appended to every frame), e.g. into
+``data/kaldi_ko/feats/target_train_cuts.jsonl.gz`` for fine-tuning an imported model.
+
 Every input cut comes out with features or the stage fails: lhotse alone would drop a cut
 whose audio cannot be read, with a warning; here the error names the cuts and their files.
 Storage and cuts are written under temporary names and renamed only when both are complete
@@ -44,7 +49,7 @@ from lhotse.utils import fastcopy
 
 from stages.cli import StageError, run_cli
 from stages.config import add_config_arguments, stage_config, stage_seed
-from stages.extractors import make_extractor
+from stages.extractors import KaldiModelFrontEnd, KaldiModelFrontEndConfig, make_extractor
 from stages.provenance import StageRun, atomic_file
 
 log = logging.getLogger("speechtune.features")
@@ -149,7 +154,7 @@ def compute_features(
 
 
 def extract_features(in_cuts: Path, out_cuts: Path, config: Mapping[str, Any], run: StageRun,
-                     speed_factors: Sequence[float] = ()) -> CutSet:
+                     speed_factors: Sequence[float] = (), front_end: Optional[Path] = None) -> CutSet:
     """The stage: see the module docstring."""
     storage, provenance = output_paths(out_cuts)
     cuts = load_cuts(in_cuts)
@@ -157,7 +162,13 @@ def extract_features(in_cuts: Path, out_cuts: Path, config: Mapping[str, Any], r
         if factor <= 0:
             raise StageError(f"--speed-perturb {factor}: a speed factor must be positive")
     cuts = CutSet.from_cuts([*cuts, *(cut.perturb_speed(f) for f in speed_factors for cut in cuts)])
-    extractor = make_extractor(config["extractor"], config["num_mel_bins"], cuts[0].sampling_rate)
+    if front_end is None:
+        extractor = make_extractor(config["extractor"], config["num_mel_bins"], cuts[0].sampling_rate)
+    elif not (front_end / "conf" / "mfcc.conf").is_file():
+        raise StageError(f"--front-end {front_end}: no conf/mfcc.conf there; pass a Kaldi model directory "
+                         "or the import stage's output (e.g. exp/kaldi_ko)")
+    else:
+        extractor = KaldiModelFrontEnd(KaldiModelFrontEndConfig(model_dir=str(front_end)))
     # Per-cut tensors are small: a second intra-op thread slowed lhotse's Fbank 9x on 2-4 s
     # utterances on a quiet 2-core machine, 75x on a busy one (bench/features.py), so each
     # process computes on one.
@@ -193,6 +204,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("out_cuts", type=Path, help=f"output CutSet, e.g. data/fbank/target_train{CUTS_SUFFIX}")
     parser.add_argument("--speed-perturb", type=float, nargs="+", default=[], metavar="FACTOR",
                         help="also store a copy of every cut at each speed factor, e.g. 0.9 1.1")
+    parser.add_argument("--front-end", type=Path, metavar="MODEL_DIR",
+                        help="a Kaldi model directory (e.g. exp/kaldi_ko): its MFCC + online i-vectors "
+                             "instead of features.extractor")
     add_config_arguments(parser)
     return parser
 
@@ -201,7 +215,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
     config = stage_config(args, "features")
     extract_features(args.in_cuts, args.out_cuts, config, StageRun("features", config, stage_seed(args)),
-                     speed_factors=args.speed_perturb)
+                     speed_factors=args.speed_perturb, front_end=args.front_end)
 
 
 if __name__ == "__main__":

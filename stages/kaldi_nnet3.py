@@ -37,6 +37,17 @@ cross-entropy branch (``output-xent``, with its ``LogSoftmaxComponent``) is in t
 be asked for with ``output_name="output-xent"``. (For a non-chain model whose ``.mdl`` stores
 priors, Kaldi's decoders subtract ``log(nnet.priors)`` from the output; this module does not.)
 
+**Fine-tuning it** (the ``finetune`` stage, from the import stage's checkpoint): two
+``model_params`` keys turn the imported network into one the training loop of
+:mod:`stages.training` can use like its own models. ``ivector_in_features: true``: the features
+are the MFCC with each frame's online i-vector appended (``feature_dim`` = input dim + i-vector
+dim, what ``stages.extractors.KaldiModelFrontEnd`` stores); ``forward(features, feature_lens)``
+splits them and reads frame t's i-vector at frame t (``ivector_round=1``), padding frames
+repeating each utterance's last valid one. ``num_tokens: K``: the component that feeds the
+output node (a chain model's ``output.affine``) is resized to K outputs and a log-softmax is
+added, so the output is CTC/LF-MMI log-probs over a lang dir's tokens; the new rows start at
+zero, as Kaldi's xconfig initializes an output layer (``param-stddev=0``).
+
 **Batch norm** uses the stored statistics in ``eval()`` mode (Kaldi's test mode, which Kaldi's
 decoders switch on whatever ``<TestMode>`` says) and batch statistics in ``train()`` mode, as
 Kaldi's training does. Dropout (``GeneralDropoutComponent``) is identity in ``eval()``.
@@ -295,7 +306,7 @@ _WHITESPACE = b" \t\n\r\v\f"
 _DESCRIPTOR_TOKEN = re.compile(r"\s*([(),]|[^\s(),]+)")
 
 
-class _Reader:
+class KaldiReader:
     """Kaldi's basic-type I/O over a file's bytes, in binary or text mode."""
 
     def __init__(self, data: bytes, path: str):
@@ -493,7 +504,7 @@ class _Reader:
                 "M": self.matrix, "V": self.vector, "I": self.int_vector}[kind]()
 
 
-def _read_topology(r: _Reader) -> Tuple[List[int], List[int], List[List[HmmState]]]:
+def _read_topology(r: KaldiReader) -> Tuple[List[int], List[int], List[List[HmmState]]]:
     """HmmTopology::Read: a binary dump of its members, or the readable text format."""
     r.expect("<Topology>")
     entries: List[List[HmmState]] = []
@@ -554,7 +565,7 @@ def _read_topology(r: _Reader) -> Tuple[List[int], List[int], List[List[HmmState
     return phones, phone2idx, entries
 
 
-def _read_transition_model(r: _Reader) -> TransitionModel:
+def _read_transition_model(r: KaldiReader) -> TransitionModel:
     """TransitionModel::Read."""
     r.expect("<TransitionModel>")
     phones, phone2idx, entries = _read_topology(r)
@@ -687,7 +698,7 @@ def _parse_config_lines(lines: Sequence[str], path: str) -> "OrderedDict[str, No
     return nodes
 
 
-def _read_component(r: _Reader, name: str) -> Component:
+def _read_component(r: KaldiReader, name: str) -> Component:
     """Component::ReadNew + the type's Read: its tokens, checked against COMPONENT_FORMATS."""
     start = r.pos
     opening = r.token()
@@ -732,7 +743,7 @@ def read_nnet3(path: PathLike) -> Nnet3:
     path = Path(path)
     if not path.is_file():
         raise Nnet3FormatError(f"{path}: no such file")
-    r = _Reader(path.read_bytes(), str(path))
+    r = KaldiReader(path.read_bytes(), str(path))
     first = r.peek_token()
     transition_model = _read_transition_model(r) if first == "<TransitionModel>" else None
     r.expect("<Nnet3>")
@@ -770,7 +781,7 @@ def read_nnet3(path: PathLike) -> Nnet3:
 
 
 class _Writer:
-    """Kaldi's basic-type I/O, writing: the byte layout ``_Reader`` reads."""
+    """Kaldi's basic-type I/O, writing: the byte layout ``KaldiReader`` reads."""
 
     def __init__(self, binary: bool):
         self.binary = binary
@@ -1093,6 +1104,25 @@ class KaldiNnet3Model(nn.Module):
         self.frames_per_chunk = int(params["frames_per_chunk"])
         self.nodes = _parse_config_lines(params["config_lines"], "model_params")
         self.component_specs: Dict[str, Dict[str, Any]] = dict(params["components"])
+        adapter = params.get("adapter", {"type": "none"})
+        if adapter["type"] != "none":
+            raise ValueError(f"adapter {adapter['type']!r}: a Kaldi nnet3 model takes no adapters here")
+        self.ivector_in_features = bool(params.get("ivector_in_features", False))
+        self.num_tokens = params.get("num_tokens")
+        output_component = self._output_component(self.output_name)
+        if self.num_tokens is not None:
+            spec = self.component_specs[output_component]
+            if "output_dim" not in spec:
+                raise ValueError(f"output {self.output_name!r} comes from {output_component!r} "
+                                 f"({spec['type']}), which cannot be resized to new tokens")
+            readers = [n.name for n in self.nodes.values() if n.input is not None and n.name != self.output_name
+                       and any(self.nodes[d].kind == "component" and self.nodes[d].component == output_component
+                               for d in n.input.node_names())]
+            if readers:
+                raise ValueError(f"{output_component!r} also feeds {readers}: it cannot be resized to new tokens")
+            self.component_specs[output_component] = {**spec, "output_dim": int(self.num_tokens)}
+        # Where fine-tuning finds the output layer's parameters (a TdnnModel's are "output.").
+        self.output_prefix = ".".join(_torch_name(p) for p in output_component.split(".")) + "."
         inputs = [n.name for n in self.nodes.values() if n.kind == "input"]
         unknown = sorted(set(inputs) - {"input", "ivector"})
         if unknown or "input" not in inputs:
@@ -1106,6 +1136,9 @@ class KaldiNnet3Model(nn.Module):
         context = self._requirements(_Times(0, 0), self.output_name).get("input")
         self.left_context = max(0, -context.lo) if context else 0
         self.right_context = max(0, context.hi) if context else 0
+        if params.get("feature_dim", self.feature_dim) != self.feature_dim:
+            raise ValueError(f"feature_dim {params['feature_dim']}: the network takes {self.feature_dim} "
+                             f"(ivector_in_features {self.ivector_in_features})")
         self.kaldi_names: Dict[str, str] = {}
         self._modules_by_kaldi_name: Dict[str, nn.Module] = {}
         for kaldi_name, spec in self.component_specs.items():
@@ -1144,6 +1177,22 @@ class KaldiNnet3Model(nn.Module):
         parent.add_module(parts[-1], module)
         self.kaldi_names[path] = kaldi_name
         self._modules_by_kaldi_name[kaldi_name] = module
+
+    def _output_component(self, output: str) -> str:
+        """The component whose node is the output node's whole input."""
+        node = self.nodes.get(output)
+        if node is None or node.kind != "output":
+            outputs = [n.name for n in self.nodes.values() if n.kind == "output"]
+            raise ValueError(f"no output node {output!r}; the network has {outputs}")
+        source = self.nodes.get(node.input.name) if node.input.op == "node" else None
+        if source is None or source.kind != "component":
+            raise ValueError(f"output node {output!r} reads {node.input}, not one component's output")
+        return source.component
+
+    @property
+    def feature_dim(self) -> int:
+        """What ``forward`` takes per frame: MFCC, with the i-vector if ``ivector_in_features``."""
+        return self.input_dim + (self.ivector_dim if self.ivector_in_features else 0)
 
     def _order(self, output: str) -> List[str]:
         """Nodes ``output`` depends on, each after its inputs."""
@@ -1271,9 +1320,37 @@ class KaldiNnet3Model(nn.Module):
         (N, M, ivector_dim) online i-vectors every ``ivector_period`` frames, or with
         ``ivector_round=P`` (N, M, ivector_dim) rows for frames ``[m P, (m + 1) P)`` as Kaldi's
         looped decoders use them (see the module docstring). Returns (N, ceil(T / s),
-        output_dim), raw (no log-softmax is added: see the module docstring).
+        output_dim), raw (no log-softmax is added: see the module docstring). With
+        ``ivector_in_features`` the features are (N, T, input_dim + ivector_dim) and no
+        ``ivector`` is passed; with ``num_tokens`` the output is log-softmaxed.
         """
         output = output_name or self.output_name
+        if self.ivector_in_features:
+            if ivector is not None or ivector_round is not None:
+                raise ValueError("ivector_in_features: the i-vectors are in the features, pass none")
+            features, ivector, feature_lens = self._split_ivector(features, feature_lens)
+            ivector_round = 1
+        out = self._forward(features, feature_lens, ivector, output, ivector_round)
+        return out.log_softmax(dim=-1) if self.num_tokens is not None and output == self.output_name else out
+
+    def _split_ivector(self, features: torch.Tensor, feature_lens: Optional[torch.Tensor]
+                       ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(MFCC, per-frame i-vectors, lengths) of features with the i-vector appended; padding
+        frames get each utterance's last valid i-vector."""
+        n, num_frames, dim = features.shape
+        if dim != self.feature_dim:
+            raise ValueError(f"features of shape {tuple(features.shape)}: expected (N, T, {self.input_dim} "
+                             f"+ {self.ivector_dim}), MFCC with the i-vector appended")
+        if feature_lens is None:
+            feature_lens = torch.full((n,), num_frames, dtype=torch.long)
+        feature_lens = feature_lens.to(features.device).clamp(min=1, max=num_frames)
+        frames = torch.minimum(torch.arange(num_frames, device=features.device)[None, :], (feature_lens - 1)[:, None])
+        ivector = torch.gather(features[:, :, self.input_dim:], 1,
+                               frames[:, :, None].expand(-1, -1, self.ivector_dim))
+        return features[:, :, :self.input_dim], ivector, feature_lens
+
+    def _forward(self, features: torch.Tensor, feature_lens: Optional[torch.Tensor], ivector: Optional[torch.Tensor],
+                 output: str, ivector_round: Optional[int]) -> torch.Tensor:
         n, num_frames, dim = features.shape
         if dim != self.input_dim or num_frames < 1:
             raise ValueError(f"features of shape {tuple(features.shape)}: expected (N, T >= 1, "
@@ -1320,10 +1397,15 @@ class KaldiNnet3Model(nn.Module):
         """Output frames for ``num_frames`` input frames: ``ceil(T / s)``."""
         return (num_frames + self.subsampling_factor - 1) // self.subsampling_factor
 
+    def select_domain(self, domain: str) -> None:
+        """Nothing to select: an imported network has no per-domain adapters."""
+
     def constrain_orthonormal(self) -> None:
-        """One step of Kaldi's semi-orthogonal constraint on every component stored with
-        ``orthonormal-constraint=-1`` (floating scale), as Kaldi's training does."""
+        """One step of Kaldi's semi-orthogonal constraint on every trainable component stored
+        with ``orthonormal-constraint=-1`` (floating scale), as Kaldi's training does."""
         for kaldi_name, module in self._modules_by_kaldi_name.items():
+            if not isinstance(getattr(module, "weight", None), nn.Parameter) or not module.weight.requires_grad:
+                continue  # fixed (LDA) or frozen: stays put
             constraint = getattr(module, "orthonormal_constraint", 0.0)
             if constraint > 0:
                 raise NotImplementedError(f"{kaldi_name}: orthonormal-constraint={constraint} "

@@ -31,7 +31,11 @@ as ``encoder.layers.[0-3].*``, see :mod:`stages.models` for the names):
                    first pattern it matches, else lr (Kaldi's primary_lr_factor)
 
 When the target lang dir's tokens differ from the pretrained model's (another BPE model or
-lexicon), the output layer is re-initialized and the rows of the tokens both share copied.
+lexicon), the output layer (``model.output_prefix``) is re-initialized and the rows of the
+tokens both share copied. An imported Kaldi chain model (:mod:`stages.import_kaldi`) names its
+outputs ``pdf0``, ``pdf1``, ...: none is shared, so its output layer starts afresh over the
+lang dir's tokens (cross-lingual fine-tuning; kld and rehearsal are refused, l2sp covers the
+rest of the network).
 
 Adapters (``adapter.type: residual | lhuc``, see :mod:`stages.models`) are inserted into the
 pretrained model and, in the ``adapt`` stage, are all that trains.
@@ -180,6 +184,7 @@ class FineTuning:
             raise StageError(f"{source.lang_dir}: its tokens are not the ones {pretrained_path} was trained with")
         self.reference_model: Optional[nn.Module] = None
         self.frozen_modules: List[nn.Module] = []
+        self.l2sp_reference: Dict[str, torch.Tensor] = {}
         self._source_batches: Optional[Iterator[Dict[str, Any]]] = None
         self._source_loss: Optional[nn.Module] = None
         self.source_cut_ids: List[str] = []  # every rehearsal cut drawn, in order
@@ -196,7 +201,7 @@ class FineTuning:
         for name, value in self.pretrained_state.items():
             if not matches(name, self.params["init_modules"]):
                 continue
-            if name.startswith("output.") and not self.same_tokens:
+            if name.startswith(model.output_prefix) and not self.same_tokens:
                 self._copy_shared_rows(state[name], value)
                 loaded += 1
             elif name in state and state[name].shape == value.shape:
@@ -217,6 +222,9 @@ class FineTuning:
         trainable = ["encoder.adapters.*"] if self.params["adapter"]["type"] != "none" else []
         for name, param in model.named_parameters():
             param.requires_grad = not (matches(name, freeze) and not matches(name, trainable))
+        # What L2-SP pulls towards: the pretrained tensors the model has in the same shape.
+        self.l2sp_reference = {name: value for name, value in self.pretrained_state.items()
+                               if name in state and state[name].shape == value.shape}
         # A batch norm is frozen when its statistics' names (``<module>.running_mean``) match.
         self.frozen_modules = [
             module for name, module in model.named_modules()
@@ -292,7 +300,7 @@ class FineTuning:
             mask = output_frame_mask(batch["supervisions"], model.subsampling_factor, log_probs)
             pre = kl_divergence(reference, log_probs, mask) / mask.sum().clamp(min=1)
         elif self.regularizer == "l2sp":
-            pre = l2sp_penalty(model, self.pretrained_state)
+            pre = l2sp_penalty(model, self.l2sp_reference)
         else:
             assert self._source_batches is not None and self._source_loss is not None
             source_batch = next(self._source_batches)

@@ -244,6 +244,8 @@ class TdnnEncoder(nn.Module):
 class TdnnModel(nn.Module):
     """A TDNN or TDNN-F acoustic model (see the module docstring); build with :func:`build_model`."""
 
+    output_prefix = "output."  # the output layer's parameter names, for fine-tuning to new tokens
+
     def __init__(self, params: Mapping[str, Any]):
         super().__init__()
         self.params = _checked_params(params)
@@ -354,9 +356,14 @@ def _masked_time_mean(x: torch.Tensor, lens: Optional[torch.Tensor]) -> torch.Te
     return (x * mask[:, None, :]).sum(dim=2, keepdim=True) / lens.clamp(min=1).to(x.dtype)[:, None, None]
 
 
-def build_model(params: Mapping[str, Any]) -> TdnnModel:
+def build_model(params: Mapping[str, Any]) -> nn.Module:
     """The model for ``params``: the config's ``model`` section plus ``feature_dim`` and
-    ``num_tokens`` (exactly the keys in PARAM_KEYS; ``model.params`` round-trips)."""
+    ``num_tokens`` (exactly the keys in PARAM_KEYS; ``model.params`` round-trips); or, for
+    ``type: kaldi_nnet3`` (an imported Kaldi network), :func:`stages.kaldi_nnet3.build_kaldi_model`."""
+    if params.get("type") == "kaldi_nnet3":
+        from stages.kaldi_nnet3 import build_kaldi_model  # it builds on this module's helpers
+
+        return build_kaldi_model(params)
     return TdnnModel(params)
 
 

@@ -12,12 +12,16 @@ definition that the Snakefile wires and ``speechtune status`` checks provenance 
   ``loss`` and ``finetune`` with the variant's overrides deep-merged;
 - an adapted system (a key of ``adapt_variants``): ``loss`` and ``adapt`` with its overrides;
 - ``scratch``: ``model``, ``loss``, ``scratch`` and ``finetune`` with scratch's keys replacing
-  fine-tuning's learning rate and warm-up (finetune's own never reach it).
+  fine-tuning's learning rate and warm-up (finetune's own never reach it);
+- ``kaldi_ko_finetuned`` (the imported Kaldi chain model, fine-tuned; reported where
+  ``kaldi_ko.report`` is true): ``loss`` and ``finetune`` with ``kaldi_ko.overrides``.
 """
 from typing import Any, Dict, List, Mapping
 
 from stages.cli import StageError
 from stages.config import deep_merge, validate_config
+
+KALDI_KO = "kaldi_ko_finetuned"
 
 
 def _merged(config: Mapping[str, Any], overrides: Mapping[str, Any]) -> Dict[str, Any]:
@@ -44,7 +48,8 @@ def fine_tuning_variants(config: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]
 
 def system_names(config: Mapping[str, Any]) -> List[str]:
     """The systems the main target builds and reports, in report order (the sweep's aside)."""
-    return ["pretrained", *config["finetune_variants"], *config["adapt_variants"], "scratch"]
+    kaldi = [KALDI_KO] if config["kaldi_ko"]["report"] else []
+    return ["pretrained", *config["finetune_variants"], *config["adapt_variants"], "scratch", *kaldi]
 
 
 def training_sections(config: Mapping[str, Any], system: str) -> Dict[str, Any]:
@@ -57,6 +62,11 @@ def training_sections(config: Mapping[str, Any], system: str) -> Dict[str, Any]:
                 "finetune": {**config["finetune"], **config["scratch"]}}
     if system in variants:
         sections = _merged(config, variants[system])
+    elif system == KALDI_KO:
+        sections = _merged(config, config["kaldi_ko"]["overrides"])
+        if sections["finetune"]["speed_perturb"] or sections["finetune"].get("noise_mix", {}).get("prob", 0) > 0:
+            raise StageError(f"{KALDI_KO}: speed_perturb and noise_mix are not available for the imported "
+                             "model's features (MFCC + i-vectors); turn them off in kaldi_ko.overrides.finetune")
     elif system in config["adapt_variants"]:
         sections = {"loss": config["loss"], "adapt": deep_merge(config["adapt"], config["adapt_variants"][system])}
     else:

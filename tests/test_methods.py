@@ -11,6 +11,7 @@ import torch
 from lhotse import CutSet, Features, MonoCut, NumpyFilesWriter, SupervisionSegment
 from lhotse.utils import fastcopy
 
+from stages import import_kaldi
 from stages.cli import StageError
 from stages.graphs import build_graph_compiler
 from stages.losses import build_loss
@@ -18,6 +19,7 @@ from stages.methods import FineTuning, SourceDomain, kl_divergence, l2sp_penalty
 from stages.models import build_model
 from stages.provenance import StageRun
 from stages.training import averaged_epochs, batch_log_probs, make_loader, train
+from tests.test_kaldi_nnet3 import write_model_dir
 from tests.test_losses import CHAR_LEXICON, write_char_lang_dir
 
 FEATURE_DIM = 20
@@ -39,8 +41,8 @@ METHOD = {
 WORDS = ["ON", "OFF", "NO", "TOE", "NET"]
 
 
-def feature_cuts(directory: Path, prefix: str, count: int, seed: int) -> CutSet:
-    """``count`` cuts of random features (0.6-1.0 s) with transcripts of lexicon words."""
+def feature_cuts(directory: Path, prefix: str, count: int, seed: int, dim: int = FEATURE_DIM) -> CutSet:
+    """``count`` cuts of random ``dim``-dim features (0.6-1.0 s) with transcripts of lexicon words."""
     rng = np.random.default_rng(seed)
     cuts = []
     directory.mkdir(parents=True, exist_ok=True)
@@ -48,10 +50,10 @@ def feature_cuts(directory: Path, prefix: str, count: int, seed: int) -> CutSet:
         for i in range(count):
             cut_id = f"{prefix}-{i:03d}"
             frames = int(rng.integers(60, 100))
-            key = writer.write(cut_id, rng.standard_normal((frames, FEATURE_DIM)).astype(np.float32))
+            key = writer.write(cut_id, rng.standard_normal((frames, dim)).astype(np.float32))
             duration = frames * 0.01
             features = Features(
-                type="fbank", num_frames=frames, num_features=FEATURE_DIM, frame_shift=0.01,
+                type="fbank", num_frames=frames, num_features=dim, frame_shift=0.01,
                 sampling_rate=16000, start=0.0, duration=duration, storage_type=writer.name,
                 storage_path=str(writer.storage_path), storage_key=key, recording_id=cut_id, channels=0,
             )
@@ -249,6 +251,35 @@ def test_other_tokens_reinitialize_the_output_layer_and_copy_shared_rows(setup, 
     with pytest.raises(StageError, match="other tokens"):
         FineTuning(setup["pretrained"], {**METHOD, "regularizer": {"type": "kld", "alpha": 0.5}},
                    other_lang, FEATURE_DIM)
+
+
+def test_an_imported_kaldi_model_fine_tunes_cross_lingually(setup, tmp_path):
+    """The import stage's checkpoint (pdf outputs) fine-tuned to the lang dir's tokens: the body
+    starts as Kaldi's, the output layer anew at zero, the LDA stays fixed; l2sp covers the body."""
+    import_kaldi.main([str(write_model_dir(tmp_path / "model")), str(tmp_path / "kaldi")])
+    imported = tmp_path / "kaldi" / "model.pt"
+    start = torch.load(imported)["model"]
+    target = feature_cuts(tmp_path / "data", "mfcc_ivec", 8, seed=4, dim=4)
+    params = {**TRAIN, **METHOD, "regularizer": {"type": "l2sp", "alpha": 0.01}}
+    method = FineTuning(imported, params, setup["lang"], 4)
+    assert not method.same_tokens and method.model_params["num_tokens"] == 6
+    model = build_model(method.model_params)
+    method.initialize(model)
+    assert model.output.affine.weight.shape == (6, 3) and not model.output.affine.weight.any()
+    assert torch.equal(model.tdnnf2.linear.weight, start["tdnnf2.linear.weight"])
+    assert "output.affine.weight" not in method.l2sp_reference and "tdnn1.affine.weight" in method.l2sp_reference
+    exp_dir = tmp_path / "kaldi_finetuned"
+    summary = train(StageRun("finetune", {}, seed=5), exp_dir, setup["lang"], target, target.subset(first=3),
+                    method.model_params, LOSS, params, method=method)
+    tuned = torch.load(exp_dir / "model.pt")["model"]
+    assert tuned["output.affine.weight"].abs().sum() > 0
+    assert not torch.equal(tuned["tdnnf2.linear.weight"], start["tdnnf2.linear.weight"])
+    assert torch.equal(tuned["lda.weight"], start["lda.weight"])  # Kaldi's FixedAffine
+    assert "lda.weight" not in dict(model.named_parameters()) and summary["steps"] > 0
+    with pytest.raises(StageError, match="other tokens"):
+        FineTuning(imported, {**METHOD, "regularizer": {"type": "kld", "alpha": 0.5}}, setup["lang"], 4)
+    with pytest.raises(StageError, match="trained on 4-dim features"):
+        FineTuning(imported, METHOD, setup["lang"], FEATURE_DIM)
 
 
 def test_model_selection_and_early_stopping_epochs():

@@ -184,3 +184,26 @@ def test_training_killed_mid_epoch_resumes_from_its_checkpoint(built, tmp_path, 
 
     resumed, straight = (torch.load(d / "model.pt")["model"] for d in (exp_dir, uninterrupted))
     assert all(torch.equal(resumed[k], straight[k]) for k in straight)
+
+
+def test_cross_lingual_system_joins_the_report(built, tmp_path):
+    """kaldi_ko_finetuned from a synthetic Kaldi model directory (the released one is an
+    optional download): import, its front end's features, fine-tuning, decoding, the report.
+    Last in this file: it changes the report's systems, which later calls would rebuild."""
+    import torch
+
+    from tests.test_kaldi_nnet3 import write_model_dir
+
+    override = tmp_path / "kaldi_ko.yaml"
+    override.write_text(yaml.safe_dump({"kaldi_ko": {"report": True, "model": str(write_model_dir(tmp_path / "ko"))}}))
+    output = snakemake(built, "exp/report.json", str(override))
+    assert "rule import_kaldi:" in output and "rule finetune_kaldi_ko:" in output
+    assert "rule pretrain:" not in output  # the imported model replaces the pretrained start
+    report = json.loads((built / "exp" / "report.json").read_text())
+    entry = report["systems"]["kaldi_ko_finetuned"]
+    assert all(entry[testset]["words"] > 0 for testset in TESTSETS)
+    cut = next(iter(CutSet.from_file(built / "data" / "kaldi_ko" / "feats" / "target_train_cuts.jsonl.gz")))
+    assert cut.features.type == "kaldi-mfcc-ivector" and cut.num_features == 4
+    checkpoint = torch.load(built / "exp" / "kaldi_ko_finetuned" / "model.pt", map_location="cpu")
+    assert checkpoint["model_params"]["type"] == "kaldi_nnet3" and checkpoint["tokens"] == torch.load(
+        built / "exp" / "finetuned" / "model.pt", map_location="cpu")["tokens"]

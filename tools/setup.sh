@@ -3,12 +3,16 @@
 #   1. Debian packages: espeak-ng, flite, sox (the embedded corpus), wordnet-base (its text);
 #      installed with apt-get when running as root, else the command to run is printed.
 #   2. A Python 3.9 venv (.venv) with the pinned stack of requirements.txt and the project.
+#   3. With KALDI_KO=1 (or --kaldi-ko) only: requirements-kaldi-ko.txt, the released Korean
+#      Kaldi model (~87 MB) and vosk, for the kaldi_ko_finetuned system.
 # Python 3.9 is required by k2 1.23.4 (+ torch 1.13.1); it is looked for in $PYTHON, then
 # python3.9 on PATH, then pyenv's versions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
+KALDI_KO=${KALDI_KO:-}
+[ "${1:-}" = "--kaldi-ko" ] && KALDI_KO=1
 APT_PACKAGES=(espeak-ng flite sox wordnet-base)
 
 missing=()
@@ -43,9 +47,22 @@ find_python39() {
   return 1
 }
 
+install_kaldi_ko() {
+  [ -n "$KALDI_KO" ] || return 0
+  local kstamp="$VENV/.installed-kaldi-ko" kwanted
+  kwanted=$(sha256sum requirements-kaldi-ko.txt | cut -d' ' -f1)
+  if [ -f "$kstamp" ] && [ "$(cat "$kstamp")" = "$kwanted" ]; then
+    return 0
+  fi
+  echo "setup: installing the Korean Kaldi model and vosk (requirements-kaldi-ko.txt, ~90 MB)"
+  "$VENV/bin/python" -m pip install -q -r requirements-kaldi-ko.txt
+  echo "$kwanted" > "$kstamp"
+}
+
 stamp="$VENV/.installed"
 wanted=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
+  install_kaldi_ko
   exit 0
 fi
 if ! py=$(find_python39); then
@@ -62,4 +79,5 @@ echo "setup: creating $VENV with $py (pinned stack: requirements.txt; torch is a
 "$VENV/bin/python" -m pip install -q -r requirements.txt
 "$VENV/bin/python" -m pip install -q --no-deps -e .
 echo "$wanted" > "$stamp"
+install_kaldi_ko
 echo "setup: done"

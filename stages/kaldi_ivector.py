@@ -6,7 +6,7 @@ as ``OnlineIvectorFeature`` (kaldi-asr/kaldi src/online2/online-ivector-feature.
     feature = OnlineIvectorFeature(info, mfcc)                # the stateful extractor
     feature.get_frame(57)                                     # the i-vector after frames 0..57
 
-``mfcc`` is the (T, 40) MFCC of :func:`local.kaldi_ko.frontend.compute_mfcc`. The model files are
+``mfcc`` is the (T, 40) MFCC of :func:`stages.kaldi_mfcc.compute_mfcc`. The model files are
 Kaldi objects, read with the binary/text readers of :mod:`stages.kaldi_nnet3`:
 ``final.mat`` (LDA+MLLT, float matrix), ``global_cmvn.stats`` (2 x (F + 1) double matrix),
 ``final.dubm`` (``DiagGmm``), ``final.ie`` (``IvectorExtractor``), ``online_cmvn.conf`` and
@@ -47,8 +47,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from local.kaldi_ko.frontend import read_conf
-from stages.kaldi_nnet3 import Nnet3FormatError, _Reader
+from stages.kaldi_mfcc import read_conf
+from stages.kaldi_nnet3 import Nnet3FormatError, KaldiReader
 
 PathLike = Union[str, Path]
 
@@ -196,10 +196,10 @@ class IvectorExtractorInfo:
         return out.astype(np.float32)
 
 
-def _reader(path: Path) -> _Reader:
+def _reader(path: Path) -> KaldiReader:
     if not path.is_file():
         raise Nnet3FormatError(f"{path}: no such file (expected in the model's ivector/ directory)")
-    return _Reader(path.read_bytes(), str(path))
+    return KaldiReader(path.read_bytes(), str(path))
 
 
 def read_diag_gmm(path: PathLike) -> DiagGmm:

