@@ -135,7 +135,7 @@ rule alpha_sweep:
     shell:
         "({PYTHON} -m stages.report exp --name alpha_sweep --systems {params.systems} --testsets {TESTSETS} && "
         "{PYTHON} -m stages.report_html exp --systems {params.systems} --testsets {TESTSETS} "
-        "--output exp/alpha_sweep.html) > {log} 2>&1"
+        "--report exp/alpha_sweep.json --output exp/alpha_sweep.html) > {log} 2>&1"
 
 
 rule wer:

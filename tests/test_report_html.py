@@ -1,6 +1,7 @@
 """report_html: one self-contained page from a fake exp/ tree scored by stages.score, with
 intervals, learning curves from real TensorBoard event files and audio from real lhotse cuts."""
 import base64
+import html
 import io
 import json
 import logging
@@ -14,6 +15,7 @@ import pytest
 import soundfile as sf
 from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
 
+from stages import report
 from stages.cli import StageError
 from stages.report_html import build_report, main, pick_examples
 from stages.score import score_decode_dir
@@ -41,8 +43,9 @@ def decode_dir(exp: Path, system: str, testset: str) -> Path:
 
 @pytest.fixture
 def exp(tmp_path: Path) -> Path:
-    """exp/<system>/decode/<testset>/hlg/ for three systems, scored by stages.score; training
-    curves for pretrained and finetuned (scratch has none); two plots of other stages."""
+    """exp/<system>/decode/<testset>/hlg/ for three systems, scored by stages.score and
+    reported by stages.report (exp/report.json); training curves for pretrained and finetuned
+    (scratch has none); two plots of other stages."""
     exp = tmp_path / "exp"
     rng = random.Random(0)
     for testset in TESTSETS:
@@ -53,6 +56,9 @@ def exp(tmp_path: Path) -> Path:
             write_table(path / "hyp.txt", {u: corrupt(w, rate, rng) for u, w in refs.items()})
             write_table(path / "utt2spk", {u: [u.split("-")[0]] for u in refs})
             score_decode_dir(path)
+    for system in SYSTEMS:
+        (exp / system / "provenance.json").write_text(json.dumps({"train_seconds": 1.0, "parameters": 100}))
+    report.main([str(exp), "--systems", *SYSTEMS, "--testsets", *TESTSETS])
     from torch.utils.tensorboard import SummaryWriter
 
     for system in ("pretrained", "finetuned"):
@@ -107,21 +113,30 @@ def test_one_self_contained_page_with_intervals(exp: Path, tmp_path: Path):
     assert all(src.startswith("data:") for src in re.findall(r'src="([^"]*)"', page))
     for system in SYSTEMS:
         assert f"<td>{system}</td>" in page
+    reported = json.loads((exp / "report.json").read_text())
     for testset in TESTSETS:
-        for system in SYSTEMS:  # the table's WER is score's, with its interval
+        for system in SYSTEMS:  # the table's WER is score's, with report.json's interval
             wer = json.loads((decode_dir(exp, system, testset) / "wer.json").read_text())["wer"]
-            assert re.search(rf"<td>{wer:.2f} \[\d+\.\d\d, \d+\.\d\d\]</td>", page)
+            low, high = reported["systems"][system][testset]["ci95"]
+            assert f"<td>{wer:.2f} [{low:.2f}, {high:.2f}]</td>" in page
     lines = re.findall(r"<li>(.*?)</li>", page)
-    assert len(lines) == 2 * 3  # per test set: finetuned and scratch vs pretrained, finetuned vs scratch
+    assert sorted(lines) == sorted(html.escape(c["text"]) for c in reported["comparisons"])
+    assert len(lines) == 2 * 3  # per test set: finetuned and scratch vs pretrained, scratch vs finetuned
     assert any(re.fullmatch(r"finetuned vs pretrained: \u2212\d+\.\d abs, 95% CI \[\u2212\d+\.\d, \u2212\d+\.\d\], "
                             r"P\(improvement\) = 1\.00", line) for line in lines)
-    assert sum(line.startswith("finetuned vs scratch: ") for line in lines) == 2
+    assert sum(line.startswith("scratch vs finetuned: ") for line in lines) == 2
     assert not any(line.startswith("pretrained vs") for line in lines)
     assert page.count('src="data:image/png;base64,') == 3  # WER bars, learning curves, the alpha plot
     assert "<h3>alpha_sweep_alpha.png</h3>" in page and "report_wer.png" not in page
     assert "No training curves for: scratch." in page
     assert "<td>spk2</td>" in page  # per-speaker WER
     assert page.count('<table class="ali">') == 2 * 3
+
+
+def test_the_page_needs_the_report_stage_first(exp: Path, tmp_path: Path):
+    (exp / "report.json").unlink()
+    with pytest.raises(StageError, match=r"report.json is missing: run `python -m stages.report` first"):
+        run(exp, tmp_path / "no-data")
 
 
 def test_examples_go_without_audio_when_the_cuts_are_missing(exp: Path, tmp_path: Path, caplog):
