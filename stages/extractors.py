@@ -142,11 +142,13 @@ class KaldiModelFrontEndConfig:
 
 @functools.lru_cache(maxsize=2)
 def _kaldi_front_end(model_dir: str) -> Tuple[Any, Any]:
-    """(MFCC options, i-vector extractor) of a model directory, read once per process."""
+    """(MFCC options, i-vector extractor or None without ``ivector/``) of a model directory,
+    read once per process."""
     from stages.kaldi_ivector import read_ivector_extractor
     from stages.kaldi_mfcc import mfcc_options
 
-    return mfcc_options(Path(model_dir) / "conf" / "mfcc.conf"), read_ivector_extractor(model_dir)
+    ivector = read_ivector_extractor(model_dir) if (Path(model_dir) / "ivector").is_dir() else None
+    return mfcc_options(Path(model_dir) / "conf" / "mfcc.conf"), ivector
 
 
 @register_extractor
@@ -157,7 +159,8 @@ class KaldiModelFrontEnd(FeatureExtractor):
     (:func:`stages.kaldi_ivector.extract_online_ivectors`: per utterance, every frame weight 1,
     as Kaldi's ``ivector-extract-online2`` computes training i-vectors). A model with
     ``feature_dim`` = MFCC dim + i-vector dim and ``ivector_in_features`` splits them again
-    (:class:`stages.kaldi_nnet3.KaldiNnet3Model`)::
+    (:class:`stages.kaldi_nnet3.KaldiNnet3Model`). A model directory without ``ivector/`` (a
+    model without i-vector input) gets the MFCC alone::
 
         extractor = KaldiModelFrontEnd(KaldiModelFrontEndConfig(model_dir="exp/kaldi_ko"))
         feats = extractor.extract(samples, 16000)      # (T, 40 + 100)
@@ -176,7 +179,7 @@ class KaldiModelFrontEnd(FeatureExtractor):
 
     def feature_dim(self, sampling_rate: int) -> int:
         opts, ivector = _kaldi_front_end(self.config.model_dir)
-        return int(opts.num_ceps) + ivector.ivector_dim
+        return int(opts.num_ceps) + (ivector.ivector_dim if ivector is not None else 0)
 
     def extract(self, samples: Union[np.ndarray, torch.Tensor], sampling_rate: int) -> np.ndarray:
         from stages.kaldi_ivector import extract_online_ivectors
@@ -189,9 +192,11 @@ class KaldiModelFrontEnd(FeatureExtractor):
         mfcc = compute_mfcc(samples, sampling_rate, opts)
         if len(mfcc) == 0:
             raise ValueError(f"{len(samples)} samples: shorter than one {opts.frame_opts.frame_length_ms:g} ms frame")
-        period = info.options.ivector_period
-        ivectors = np.repeat(extract_online_ivectors(info, mfcc, period), period, axis=0)[:len(mfcc)]
-        feats = np.concatenate([mfcc, ivectors], axis=1)
+        feats = mfcc
+        if info is not None:
+            period = info.options.ivector_period
+            ivectors = np.repeat(extract_online_ivectors(info, mfcc, period), period, axis=0)[:len(mfcc)]
+            feats = np.concatenate([mfcc, ivectors], axis=1)
         expected = compute_num_frames(len(samples) / sampling_rate, self.frame_shift, sampling_rate)
         if expected > len(feats):
             feats = np.concatenate([feats, np.repeat(feats[-1:], expected - len(feats), axis=0)])

