@@ -38,8 +38,19 @@ from stages.cli import StageError
 EXTRACTORS = ("lhotse-fbank", "kaldi-native-fbank", "kaldifeat")
 
 
+class _ExtractorConfig:
+    """``to_dict``/``from_dict``: what lhotse asks of an extractor's config dataclass."""
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> Any:
+        return cls(**data)
+
+
 @dataclass
-class KaldiNativeFbankConfig:
+class KaldiNativeFbankConfig(_ExtractorConfig):
     """kaldi-native-fbank's options, at the values of lhotse's ``FbankConfig`` defaults."""
 
     sampling_rate: int = 16000
@@ -54,13 +65,6 @@ class KaldiNativeFbankConfig:
     low_freq: float = 20.0
     high_freq: float = -400.0
     num_mel_bins: int = 80
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    @staticmethod
-    def from_dict(data: Dict[str, Any]) -> "KaldiNativeFbankConfig":
-        return KaldiNativeFbankConfig(**data)
 
 
 @register_extractor
@@ -126,18 +130,11 @@ class KaldiNativeFbank(FeatureExtractor):
 
 
 @dataclass
-class KaldiModelFrontEndConfig:
+class KaldiModelFrontEndConfig(_ExtractorConfig):
     """The Kaldi model directory whose front end to compute (``conf/mfcc.conf``, ``ivector/``)."""
 
     model_dir: str = ""
     frame_shift: Seconds = 0.01
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    @staticmethod
-    def from_dict(data: Dict[str, Any]) -> "KaldiModelFrontEndConfig":
-        return KaldiModelFrontEndConfig(**data)
 
 
 @functools.lru_cache(maxsize=2)
