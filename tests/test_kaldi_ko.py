@@ -1,0 +1,50 @@
+"""local/kaldi_ko: the Korean test set the import is checked on, and the agreement script's
+pieces that need neither Vosk nor the model."""
+import builtins
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from local.kaldi_ko.agreement import VoskReference, word_edits
+from local.kaldi_ko.testset import read_test_set, sentences, write_test_set
+from stages.cli import StageError
+
+
+def test_test_set_is_a_deterministic_kaldi_data_dir(tmp_path: Path) -> None:
+    rows = write_test_set(tmp_path / "a", count=3)
+    assert [text for _, text in rows] == sentences(3)
+    read = read_test_set(tmp_path / "a")
+    assert [(utt, text) for utt, _, text in read] == rows
+    assert {line.split()[1] for line in (tmp_path / "a" / "utt2spk").read_text().splitlines()} == {"ko0", "ko1", "ko2"}
+    for _, wav, _ in read:
+        audio, rate = sf.read(str(wav))
+        assert rate == 16000 and audio.ndim == 1 and len(audio) > 8000 and abs(audio).max() > 0.05
+    write_test_set(tmp_path / "b", count=3)
+    for (_, wav_a, _), (_, wav_b, _) in zip(read, read_test_set(tmp_path / "b")):
+        assert wav_a.read_bytes() == wav_b.read_bytes()
+
+
+def test_missing_test_set_says_how_to_make_it(tmp_path: Path) -> None:
+    with pytest.raises(StageError, match=r"wav.scp is missing: make the test set with `python -m local.kaldi_ko.testset"):
+        read_test_set(tmp_path)
+
+
+def test_word_edits_count_levenshtein_operations() -> None:
+    assert word_edits([], []) == 0
+    assert word_edits("a b c".split(), "a b c".split()) == 0
+    assert word_edits("a b c".split(), "a x c d".split()) == 2  # one substitution, one insertion
+    assert word_edits("a b c".split(), []) == 3
+
+
+def test_without_vosk_the_agreement_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    real_import = builtins.__import__
+
+    def no_vosk(name, *args, **kwargs):
+        if name == "vosk":
+            raise ImportError("no vosk here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_vosk)
+    with pytest.raises(StageError, match=r"vosk package is not installed: run `make setup KALDI_KO=1`"):
+        VoskReference(tmp_path)
