@@ -1122,7 +1122,7 @@ class KaldiNnet3Model(nn.Module):
                 raise ValueError(f"{output_component!r} also feeds {readers}: it cannot be resized to new tokens")
             self.component_specs[output_component] = {**spec, "output_dim": int(self.num_tokens)}
         # Where fine-tuning finds the output layer's parameters (a TdnnModel's are "output.").
-        self.output_prefix = ".".join(_torch_name(p) for p in output_component.split(".")) + "."
+        self.output_prefix = _torch_name(output_component) + "."
         inputs = [n.name for n in self.nodes.values() if n.kind == "input"]
         unknown = sorted(set(inputs) - {"input", "ivector"})
         if unknown or "input" not in inputs:

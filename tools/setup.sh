@@ -47,13 +47,14 @@ find_python39() {
   return 1
 }
 
+# up_to_date STAMP HASH: STAMP holds HASH, the hash of what was installed last time.
+up_to_date() { [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]; }
+
 install_kaldi_ko() {
   [ -n "$KALDI_KO" ] || return 0
   local kstamp="$VENV/.installed-kaldi-ko" kwanted
   kwanted=$(sha256sum requirements-kaldi-ko.txt | cut -d' ' -f1)
-  if [ -f "$kstamp" ] && [ "$(cat "$kstamp")" = "$kwanted" ]; then
-    return 0
-  fi
+  up_to_date "$kstamp" "$kwanted" && return 0
   echo "setup: installing the Korean Kaldi model and vosk (requirements-kaldi-ko.txt, ~90 MB)"
   "$VENV/bin/python" -m pip install -q -r requirements-kaldi-ko.txt
   echo "$kwanted" > "$kstamp"
@@ -61,7 +62,7 @@ install_kaldi_ko() {
 
 stamp="$VENV/.installed"
 wanted=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
+if up_to_date "$stamp" "$wanted"; then
   install_kaldi_ko
   exit 0
 fi
