@@ -1,6 +1,6 @@
 """Decoding speed: real-time factor of HLG 1-best and CTC greedy search, measured in one pass.
 
-    .venv/bin/python bench/decode.py [--system finetuned] [--testsets target_test source_test]
+    .venv/bin/python bench/decode.py [--system finetuned] [--testsets target_test source_test] [--config PRESET]
 
 Reads a built tree (run the main target first): ``exp/<system>/model.pt``, the lang dirs and
 the test cuts. Both methods share each batch's network forward, which is counted in both;
@@ -17,25 +17,28 @@ from lhotse.dataset import K2SpeechRecognitionDataset, SimpleCutSampler
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from stages.config import load_config  # noqa: E402
-from stages.decode import decode_cuts, load_hlg, read_symbols  # noqa: E402
-from stages.training import load_cuts, model_from_checkpoint  # noqa: E402
+from speechtune import experiment as ex  # noqa: E402
+from speechtune.config import DEFAULT_CONFIG_PATH, load_config  # noqa: E402
+from speechtune.data.cuts import load_cuts  # noqa: E402
+from speechtune.decoding import decode_cuts, load_hlg, read_symbols  # noqa: E402
+from speechtune.training.checkpoint import model_from_checkpoint  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--system", default="finetuned")
-    parser.add_argument("--testsets", nargs="+", default=["target_test", "source_test"])
-    parser.add_argument("--lang-prefix", default="data/lang_phone")
+    parser.add_argument("--testsets", nargs="+", default=list(ex.TESTSETS))
+    parser.add_argument("--config", type=Path, action="append", default=[], help="presets layered on the default")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    params = load_config([])["decode"]
-    model = model_from_checkpoint(Path("exp") / args.system / "model.pt")
+    config = load_config([DEFAULT_CONFIG_PATH, *args.config])
+    params = config["decode"]
+    model = model_from_checkpoint(Path(ex.system_dir(args.system)) / "model.pt")
     print(f"{'test set':<14} {'audio s':>8} {'HLG RTF':>8} {'greedy RTF':>10} {'HLG/greedy':>10}")
     for testset in args.testsets:
-        domain = testset.split("_")[0]
-        lang_dir = Path(f"{args.lang_prefix}_{domain}")
-        cuts = load_cuts(Path("data/fbank") / f"{testset}_cuts.jsonl.gz")
+        domain = ex.testset_domain(testset)
+        lang_dir = Path(ex.lang_dir(config, domain))
+        cuts = load_cuts(Path(ex.feature_cuts(testset, ex.front_end(args.system))))
         loader = DataLoader(K2SpeechRecognitionDataset(return_cuts=True),
                             sampler=SimpleCutSampler(cuts, max_duration=params["max_duration"]), batch_size=None)
         _, seconds = decode_cuts(model, loader, load_hlg(lang_dir, domain), read_symbols(lang_dir / "words.txt"),

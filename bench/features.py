@@ -8,9 +8,9 @@ read by espeak-ng voices, 16 kHz), ``--distinct`` of them synthesized and repeat
 each utterance a separate input as each cut is in the stage. Extractors alone: each repetition
 runs every variant once over all utterances, alternating their order, so load on the machine
 hits them alike; the medians are printed as seconds per hour of audio, times real time, and
-kaldi-native-fbank's time over lhotse's. Stage: ``stages.features`` on the utterances as wav
-files and cuts (reading audio, extracting, writing the lilcom archive and the cuts), one run
-per extractor and ``num_jobs``.
+kaldi-native-fbank's time over lhotse's. Stage: the features stage's ``extract_features`` on
+the utterances as wav files and cuts (reading audio, extracting, writing the lilcom archive and
+the cuts), one run per extractor and ``num_jobs``.
 
 The goal (the features issue): the stage >= 100x real time on 2 cores.
 """
@@ -31,10 +31,10 @@ from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from local.embedded_corpus import SAMPLE_RATE, plan_corpus, synthesize  # noqa: E402
-from stages.config import load_config  # noqa: E402
-from stages.extractors import make_extractor  # noqa: E402
-from stages.features import extract_features  # noqa: E402
-from stages.provenance import StageRun  # noqa: E402
+from speechtune.config import load_config  # noqa: E402
+from speechtune.features.extractors import make_extractor  # noqa: E402
+from speechtune.features.extract import extract_features  # noqa: E402
+from speechtune.provenance import StageRun  # noqa: E402
 
 
 def source_utterances(minutes: float, distinct: int, seed: int) -> List[np.ndarray]:

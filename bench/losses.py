@@ -30,11 +30,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from local.source_text import wordnet_sentences  # noqa: E402
 from local.target_grammar import sample_sentences  # noqa: E402
-from stages.config import load_config  # noqa: E402
-from stages.graphs import build_graph_compiler  # noqa: E402
-from stages.losses import build_loss  # noqa: E402
-from stages.models import build_model, num_parameters  # noqa: E402
-from stages.lang import BASE_ALPHABET, bpe_lexicon, train_bpe, write_mapping  # noqa: E402
+from speechtune.config import load_config  # noqa: E402
+from speechtune.lang.graphs import build_graph_compiler  # noqa: E402
+from speechtune.training.losses import build_loss  # noqa: E402
+from speechtune.models import build_model, num_parameters  # noqa: E402
+from speechtune.lang.lang_dir import BASE_ALPHABET, bpe_lexicon, train_bpe, write_mapping  # noqa: E402
 
 
 def main() -> None:

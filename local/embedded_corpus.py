@@ -1,4 +1,4 @@
-"""The embedded default corpus (DESIGN.md): who says what, in which room, and its audio.
+"""The embedded default corpus: who says what, in which room, and its audio.
 
 - **source**: WordNet's example sentences (``local.source_text``) read, clean, by espeak-ng.
   A speaker is an accent + variant (``-v en-us+m3``), a rate (``-s``) and a pitch (``-p``);
@@ -15,21 +15,31 @@ corpus however the work is scheduled; ``synthesize`` makes the audio::
     plans = plan_corpus("target", load_config([])["corpus"]["target"], seed=1234)
     utt = plans["test"].utterance(0)    # Utterance(id='tgt-spk07-test-00000', ...)
     audio = synthesize(utt)             # float32, 16 kHz mono, |peak| <= 1
+
+``write_corpus`` is the ``corpus`` stage (Kaldi data dirs of 16 kHz WAVs, one per split);
+``write_noise`` the ``noise`` stage's recordings.
 """
 import functools
 import random
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from shlex import join as shell_join
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+import soundfile as sf
+from lhotse import AudioSource, CutSet, Recording, RecordingSet
+from tqdm import tqdm
+
 from local.source_text import WORDNET_DIR, WORDNET_FILES, wordnet_sentences
 from local.target_grammar import sample_sentences
-from stages.cli import StageError
-from stages.config import ConfigError
+from speechtune.data.tables import write_table
+from speechtune.errors import ConfigError, StageError
+from speechtune.provenance import StageRun, atomic_dir
 
 SAMPLE_RATE = 16000
 SPLITS = {"source": ("train", "test"), "target": ("train", "dev", "test")}
@@ -316,3 +326,89 @@ def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarr
     noise_power = np.mean(np.square(noise, dtype=np.float64))
     gain = np.sqrt(speech_power / (noise_power * 10 ** (snr_db / 10)))
     return (speech + gain * noise).astype(speech.dtype)
+
+
+def synthesize_split(
+    plan: SplitPlan, minutes: float, wav_dir: Path, workers: int
+) -> List[Tuple[Utterance, float]]:
+    """Synthesize ``plan``'s utterances 0, 1, 2, ... into ``wav_dir`` until they add up to
+    ``minutes``; return each kept utterance with its duration in seconds.
+
+    Workers synthesize a chunk at a time, and the stopping point is decided in utterance order,
+    so the result does not depend on which worker finished first; files synthesized past the
+    stopping point are removed.
+    """
+    wanted = minutes * 60
+    kept: List[Tuple[Utterance, float]] = []
+    total = 0.0
+    next_index = 0
+
+    def write(utt: Utterance) -> float:
+        audio = synthesize(utt)
+        sf.write(wav_dir / f"{utt.id}.wav", audio, SAMPLE_RATE, subtype="PCM_16")
+        return len(audio) / SAMPLE_RATE
+
+    wav_dir.mkdir(parents=True)
+    progress_format = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of audio [{elapsed}<{remaining}]"
+    with ThreadPoolExecutor(workers) as pool, \
+            tqdm(total=wanted, desc=f"{plan.domain}/{plan.split}", bar_format=progress_format) as progress:
+        while total < wanted:
+            chunk = [plan.utterance(i) for i in range(next_index, next_index + 4 * workers)]
+            next_index += len(chunk)
+            for utt, seconds in zip(chunk, pool.map(write, chunk)):
+                if total >= wanted:
+                    (wav_dir / f"{utt.id}.wav").unlink()
+                    continue
+                kept.append((utt, seconds))
+                total += seconds
+                progress.update(min(seconds, wanted - progress.n))
+    return kept
+
+
+def write_kaldi_dir(data_dir: Path, utterances: Iterable[Tuple[Utterance, float]], wav_dir: Path) -> None:
+    """Write ``wav.scp``, ``text``, ``utt2spk``, ``spk2utt`` and ``spk2voice``, sorted as Kaldi
+    requires; ``wav_dir`` is where the audio will finally be."""
+    utts = sorted((utt for utt, _ in utterances), key=lambda u: u.id)
+    speakers = sorted({utt.speaker for utt in utts}, key=lambda s: s.id)
+    data_dir.mkdir(parents=True)
+    write_table(data_dir / "wav.scp", [(u.id, str(wav_dir / f"{u.id}.wav")) for u in utts])
+    write_table(data_dir / "text", [(u.id, u.text) for u in utts])
+    write_table(data_dir / "utt2spk", [(u.id, u.speaker.id) for u in utts])
+    write_table(data_dir / "spk2utt", [
+        (s.id, " ".join(u.id for u in utts if u.speaker == s)) for s in speakers
+    ])
+    write_table(data_dir / "spk2voice", [(s.id, s.voice) for s in speakers])
+
+
+def write_corpus(domain: str, config: Mapping[str, Any], out_dir: Path, jobs: int, run: StageRun) -> None:
+    """Synthesize ``domain``'s splits into ``out_dir`` (atomically): a Kaldi data dir per split,
+    its WAVs under ``wav/<split>/`` and ``provenance.json`` (the ``corpus`` stage)."""
+    check_environment(domain, config)
+    plans = plan_corpus(domain, config, run.seed)
+    splits: Dict[str, Dict[str, float]] = {}
+    with atomic_dir(out_dir) as tmp:
+        for split, plan in plans.items():
+            utterances = synthesize_split(plan, config["splits"][split]["minutes"], tmp / "wav" / split, jobs)
+            write_kaldi_dir(tmp / split, utterances, out_dir / "wav" / split)
+            seconds = sum(duration for _, duration in utterances)
+            speakers = len({utt.speaker.id for utt, _ in utterances})
+            splits[split] = {"utterances": len(utterances), "seconds": round(seconds, 3), "speakers": speakers}
+            run.log.info("%s/%s: %d utterances, %.2f minutes, %d speakers",
+                         domain, split, len(utterances), seconds / 60, speakers)
+        run.write_provenance(tmp / "provenance.json", domain=domain, tools=tool_versions(domain), splits=splits)
+
+
+def write_noise(noise_dir: Path, noise_types: Sequence[str]) -> Path:
+    """One WAV per noise type and their cuts in ``noise_dir``; returns the cuts manifest."""
+    with atomic_dir(noise_dir) as tmp:
+        recordings = []
+        for noise_type in noise_types:
+            audio = noise_recording(noise_type)
+            sf.write(str(tmp / f"{noise_type}.wav"), audio, SAMPLE_RATE, subtype="PCM_16")
+            recordings.append(Recording(  # named by the path it has once the directory is in place
+                id=f"noise-{noise_type}", sampling_rate=SAMPLE_RATE, num_samples=len(audio),
+                duration=len(audio) / SAMPLE_RATE,
+                sources=[AudioSource(type="file", channels=[0], source=str(noise_dir / f"{noise_type}.wav"))],
+            ))
+        CutSet.from_manifests(recordings=RecordingSet.from_recordings(recordings)).to_file(tmp / "noise_cuts.jsonl.gz")
+    return noise_dir / "noise_cuts.jsonl.gz"

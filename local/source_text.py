@@ -2,7 +2,7 @@
 
 WordNet's glosses quote short usage examples ("she rubbed down her child with a sponge"):
 about 48,000 phrases and sentences of everyday English, installed by the Debian package
-wordnet-base. They are normalized with ``stages.text.normalize_text``; those with digits are
+wordnet-base. They are normalized with ``speechtune.text.normalize_text``; those with digits are
 dropped, since how a digit string was read is a guess::
 
     >>> sentences = wordnet_sentences(min_words=4, max_words=20)
@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Iterator, List, Optional
 
-from stages.text import normalize_text
+from speechtune.text import normalize_text
 
 WORDNET_DIR = Path("/usr/share/wordnet")
 WORDNET_FILES = tuple(f"data.{pos}" for pos in ("noun", "verb", "adj", "adv"))

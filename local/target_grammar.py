@@ -2,7 +2,7 @@
 
 Each intent (timers, alarms, lights, ...) is a list of templates whose ``{slots}`` expand,
 recursively, through ``RULES``; numbers are always written as words. Expanding an intent gives
-every distinct sentence it can say, normalized with ``stages.text.normalize_text``::
+every distinct sentence it can say, normalized with ``speechtune.text.normalize_text``::
 
     >>> sentences = intent_sentences()
     >>> sorted(sentences)[:3]
@@ -19,7 +19,7 @@ import random
 import re
 from typing import Dict, List
 
-from stages.text import normalize_text
+from speechtune.text import normalize_text
 
 MAX_SENTENCES_PER_INTENT = 300
 

@@ -1,109 +1,24 @@
-"""Stage ``decode``: recognize a test set with a trained model, two ways.
+"""Stage ``decode``: recognize a test set with a trained model (:mod:`speechtune.decoding`).
 
     python -m stages.decode exp/finetuned/model.pt data/lang_phone_target target \\
         data/fbank/target_test_cuts.jsonl.gz exp/finetuned/decode/target_test
 
-- ``hlg/``: the HLG 1-best -- ``k2.intersect_dense_pruned`` of the network's log-probs with the
-  lang dir's ``lm_<domain>/HLG.pt``, then ``k2.shortest_path`` (icefall's 1best method);
-- ``greedy/``: CTC greedy search without any LM (best token per frame, repeats merged, blanks
-  removed, BPE pieces joined into words), for comparison. Lexicon (phone) units have no
-  spelling to join, so they get ``hlg/`` only.
-
-Each method's folder holds ``hyp.txt``, ``ref.txt`` and ``utt2spk`` (Kaldi ``text`` format, one
-line per utterance, an empty hypothesis as the bare id) for ``stages.score``, and
-``rtf.json``: the method's decoding seconds, including the network, per second of audio.
+writes ``hlg/`` (HLG 1-best with the lang dir's ``lm_<LM>/HLG.pt``) and, with BPE units,
+``greedy/`` (CTC greedy search, no LM), each holding ``hyp.txt``, ``ref.txt``, ``utt2spk`` and
+``rtf.json``, and the decode's ``provenance.json``. The LM is the test set's domain; a domain's
+adapters apply to its own test sets only.
 """
 import argparse
-import json
-import logging
-import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
-import k2
-import torch
-from lhotse.dataset import K2SpeechRecognitionDataset, SimpleCutSampler
-from torch.utils.data import DataLoader
-from tqdm import tqdm
-
-from stages.cli import StageError, run_cli
-from stages.config import add_config_arguments, stage_config, stage_seed
-from stages.provenance import StageRun, atomic_dir
-from stages.training import batch_log_probs, load_cuts, model_from_checkpoint
-
-log = logging.getLogger("speechtune.decode")
-
-
-def read_symbols(path: Path) -> k2.SymbolTable:
-    """A lang dir's ``words.txt``/``tokens.txt``; ``table[id]`` is the symbol."""
-    if not Path(path).is_file():
-        raise StageError(f"{path} is missing: run the lang stage first")
-    return k2.SymbolTable.from_file(path)
-
-
-def load_hlg(lang_dir: Path, lm: str) -> k2.Fsa:
-    path = Path(lang_dir) / f"lm_{lm}" / "HLG.pt"
-    if not path.is_file():
-        raise StageError(f"{path} is missing: run the lang stage with --lm-text {lm}=<cuts>")
-    return k2.arc_sort(k2.Fsa.from_dict(torch.load(path, map_location="cpu")))
-
-
-def greedy_words(log_probs: torch.Tensor, length: int, tokens: Mapping[int, str]) -> List[str]:
-    """CTC greedy search of one utterance: argmax tokens, repeats merged, blanks (0) removed,
-    sentencepiece's word-start marker turned back into spaces."""
-    best = torch.unique_consecutive(log_probs[:length].argmax(dim=-1)).tolist()
-    text = "".join(tokens[t] for t in best if t != 0)
-    return text.replace("\u2581", " ").split()
-
-
-def decode_cuts(
-    model: torch.nn.Module, loader: DataLoader, hlg: k2.Fsa, words: Mapping[int, str],
-    tokens: Optional[Mapping[int, str]], params: Mapping[str, Any],
-) -> Tuple[Dict[str, Dict[str, List[str]]], Dict[str, float]]:
-    """``({method: {cut_id: words}}, {method: seconds})`` over every batch of ``loader``."""
-    hyps: Dict[str, Dict[str, List[str]]] = {"hlg": {}, "greedy": {}} if tokens else {"hlg": {}}
-    seconds = {method: 0.0 for method in hyps}
-    for batch in tqdm(loader, desc="decode", unit="batch"):
-        supervisions = batch["supervisions"]
-        cuts = supervisions["cut"]
-        rows = supervisions["sequence_idx"].tolist()
-        starts = [int(s) // model.subsampling_factor for s in supervisions["start_frame"]]
-        started = time.time()
-        with torch.no_grad():
-            log_probs = batch_log_probs(model, batch, torch.device("cpu"))
-        network_seconds = time.time() - started
-        lengths = [min(model.output_lengths(int(n)), log_probs.size(1) - start)
-                   for n, start in zip(supervisions["num_frames"], starts)]
-        # k2 wants the segments sorted by decreasing length.
-        order = sorted(range(len(cuts)), key=lambda i: -lengths[i])
-        segments = torch.tensor([[rows[i], starts[i], lengths[i]] for i in order], dtype=torch.int32)
-        started = time.time()
-        lattice = k2.intersect_dense_pruned(
-            hlg, k2.DenseFsaVec(log_probs, segments),
-            search_beam=params["search_beam"], output_beam=params["output_beam"],
-            min_active_states=params["min_active_states"], max_active_states=params["max_active_states"],
-        )
-        best = k2.shortest_path(lattice, use_double_scores=True)
-        for i, ids in zip(order, k2.get_aux_labels(best)):
-            hyps["hlg"][cuts[i].id] = [words[w] for w in ids]
-        seconds["hlg"] += network_seconds + time.time() - started
-        if tokens:
-            started = time.time()
-            for i, cut in enumerate(cuts):
-                frames = log_probs[rows[i], starts[i]:]
-                hyps["greedy"][cut.id] = greedy_words(frames, lengths[i], tokens)
-            seconds["greedy"] += network_seconds + time.time() - started
-    return hyps, seconds
-
-
-def write_text(path: Path, table: Mapping[str, Sequence[str]]) -> None:
-    path.write_text("".join(f"{utt} {' '.join(words)}".rstrip() + "\n" for utt, words in sorted(table.items())),
-                    encoding="utf-8")
+from speechtune.cli import add_config_arguments, run_cli, stage_config, stage_parser, stage_seed
+from speechtune.decoding import decode_test_set
+from speechtune.provenance import StageRun
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m stages.decode", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser(__name__, __doc__)
     parser.add_argument("model", type=Path, help="checkpoint, e.g. exp/finetuned/model.pt")
     parser.add_argument("lang_dir", type=Path)
     parser.add_argument("lm", help="which LM's HLG: the domain of the test set (source|target)")
@@ -117,34 +32,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
     params = stage_config(args, "decode")
     run = StageRun("decode", params, stage_seed(args))
-    torch.set_num_threads(2)
-    model = model_from_checkpoint(args.model)
-    model.select_domain(args.lm)  # a domain's adapters apply to its own test sets only
-    cuts = load_cuts(args.cuts)
-    hlg = load_hlg(args.lang_dir, args.lm)
-    words = read_symbols(args.lang_dir / "words.txt")
-    tokens = read_symbols(args.lang_dir / "tokens.txt") if (args.lang_dir / "bpe.model").is_file() else None
-    loader = DataLoader(
-        K2SpeechRecognitionDataset(return_cuts=True),
-        sampler=SimpleCutSampler(cuts, max_duration=params["max_duration"]), batch_size=None,
-    )
-    hyps, seconds = decode_cuts(model, loader, hlg, words, tokens, params)
-    audio_seconds = sum(cut.duration for cut in cuts)
-    refs = {cut.id: cut.supervisions[0].text.split() for cut in cuts}
-    speakers = {cut.id: [cut.supervisions[0].speaker or "unknown"] for cut in cuts}
-    with atomic_dir(args.out_dir) as tmp:
-        for method, table in hyps.items():
-            (tmp / method).mkdir()
-            write_text(tmp / method / "hyp.txt", table)
-            write_text(tmp / method / "ref.txt", refs)
-            write_text(tmp / method / "utt2spk", speakers)
-            rtf = seconds[method] / audio_seconds
-            (tmp / method / "rtf.json").write_text(json.dumps(
-                {"decode_seconds": round(seconds[method], 3), "audio_seconds": round(audio_seconds, 3),
-                 "rtf": round(rtf, 5)}) + "\n")
-            log.info("%s: %d utterances, RTF %.4f", method, len(table), rtf)
-        run.write_provenance(tmp / "provenance.json", model=str(args.model), lm=args.lm,
-                             cuts=str(args.cuts), utterances=len(cuts))
+    decode_test_set(args.model, args.lang_dir, args.lm, args.cuts, args.out_dir, params, run)
 
 
 if __name__ == "__main__":

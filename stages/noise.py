@@ -14,35 +14,14 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-import soundfile as sf
-from lhotse import AudioSource, CutSet, Recording, RecordingSet
-
-from local.embedded_corpus import SAMPLE_RATE, noise_recording
-from stages.cli import run_cli
-from stages.config import add_config_arguments, stage_config, stage_seed
-from stages.features import extract_features
-from stages.provenance import StageRun, atomic_dir
-
-
-def write_noise(noise_dir: Path, noise_types: Sequence[str]) -> Path:
-    """One WAV per noise type and their cuts in ``noise_dir``; returns the cuts manifest."""
-    with atomic_dir(noise_dir) as tmp:
-        recordings = []
-        for noise_type in noise_types:
-            audio = noise_recording(noise_type)
-            sf.write(str(tmp / f"{noise_type}.wav"), audio, SAMPLE_RATE, subtype="PCM_16")
-            recordings.append(Recording(  # named by the path it has once the directory is in place
-                id=f"noise-{noise_type}", sampling_rate=SAMPLE_RATE, num_samples=len(audio),
-                duration=len(audio) / SAMPLE_RATE,
-                sources=[AudioSource(type="file", channels=[0], source=str(noise_dir / f"{noise_type}.wav"))],
-            ))
-        CutSet.from_manifests(recordings=RecordingSet.from_recordings(recordings)).to_file(tmp / "noise_cuts.jsonl.gz")
-    return noise_dir / "noise_cuts.jsonl.gz"
+from local.embedded_corpus import write_noise
+from speechtune.cli import add_config_arguments, run_cli, stage_config, stage_parser, stage_seed
+from speechtune.features.extract import extract_features
+from speechtune.provenance import StageRun
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m stages.noise", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser(__name__, __doc__)
     parser.add_argument("noise_dir", type=Path, help="where the noise WAVs go, e.g. data/noise")
     parser.add_argument("out_cuts", type=Path, help="noise cuts with features, e.g. data/fbank/noise_cuts.jsonl.gz")
     parser.add_argument("--noise-types", nargs="+", required=True, help="sox synth noise types")

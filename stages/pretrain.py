@@ -4,22 +4,21 @@
 
 A seeded ``pretrain.valid_fraction`` of source_train is held out for the validation loss (the
 source domain has no dev split; its test set is never looked at). Writes the system directory
-described in :mod:`stages.training`; ``exp/pretrained/model.pt`` is the pretrained start of
-every fine-tuning system and the no-fine-tuning baseline.
+described in :mod:`speechtune.training.loop`; ``exp/pretrained/model.pt`` is the pretrained
+start of every fine-tuning system and the no-fine-tuning baseline.
 """
 import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from stages.cli import run_cli
-from stages.config import add_config_arguments, stage_sections, stage_seed
-from stages.provenance import StageRun
-from stages.training import load_cuts, model_params_for, split_validation, train
+from speechtune.cli import add_config_arguments, run_cli, stage_parser, stage_sections, stage_seed
+from speechtune.data.cuts import load_cuts, split_validation
+from speechtune.provenance import StageRun
+from speechtune.training.loop import model_params_for, train
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m stages.pretrain", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser(__name__, __doc__)
     parser.add_argument("cuts", type=Path, help="source-domain training cuts with features")
     parser.add_argument("lang_dir", type=Path, help="lang dir (tokens.txt, L.pt, bpe.model)")
     parser.add_argument("exp_dir", type=Path, help="system directory to write, e.g. exp/pretrained")
@@ -33,11 +32,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     run = StageRun("pretrain", config, stage_seed(args))
     train_params = dict(config["pretrain"])
     train_cuts, valid_cuts = split_validation(load_cuts(args.cuts), train_params.pop("valid_fraction"), run.seed)
-    train(
-        run, args.exp_dir, args.lang_dir, train_cuts, valid_cuts,
-        model_params=model_params_for(config["model"], args.lang_dir, train_cuts),
-        loss_params=config["loss"], train_params=train_params,
-    )
+    train(run, args.exp_dir, args.lang_dir, train_cuts, valid_cuts,
+          model_params=model_params_for(config["model"], args.lang_dir, train_cuts),
+          loss_params=config["loss"], train_params=train_params)
 
 
 if __name__ == "__main__":

@@ -12,15 +12,14 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from stages.cli import run_cli
-from stages.config import add_config_arguments, stage_sections, stage_seed
-from stages.provenance import StageRun
-from stages.training import load_cuts, model_params_for, train
+from speechtune.cli import add_config_arguments, run_cli, stage_parser, stage_sections, stage_seed
+from speechtune.data.cuts import load_cuts
+from speechtune.provenance import StageRun
+from speechtune.training.loop import model_params_for, train
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m stages.scratch", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser(__name__, __doc__)
     parser.add_argument("cuts", type=Path, help="target-domain training cuts with features")
     parser.add_argument("valid_cuts", type=Path, help="target-domain dev cuts with features")
     parser.add_argument("lang_dir", type=Path)
@@ -34,11 +33,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     config = stage_sections(args, ["model", "loss", "finetune", "scratch"])
     run = StageRun("scratch", config, stage_seed(args))
     train_cuts = load_cuts(args.cuts)
-    train(
-        run, args.exp_dir, args.lang_dir, train_cuts, load_cuts(args.valid_cuts),
-        model_params=model_params_for(config["model"], args.lang_dir, train_cuts),
-        loss_params=config["loss"], train_params={**config["finetune"], **config["scratch"]},
-    )
+    train(run, args.exp_dir, args.lang_dir, train_cuts, load_cuts(args.valid_cuts),
+          model_params=model_params_for(config["model"], args.lang_dir, train_cuts),
+          loss_params=config["loss"], train_params={**config["finetune"], **config["scratch"]})
 
 
 if __name__ == "__main__":

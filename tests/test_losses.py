@@ -9,19 +9,11 @@ import pytest
 import sentencepiece as spm
 import torch
 
-from stages.config import load_config
-from stages.graphs import (
-    BpeCtcTrainingGraphCompiler,
-    CtcTrainingGraphCompiler,
-    build_graph_compiler,
-    compile_den_graph,
-    compile_num_graphs,
-    estimate_token_bigram,
-    load_fsa,
-    save_fsa,
-)
-from stages.losses import build_loss, encode_supervisions
-from stages.models import ORTHONORMAL_CONSTRAINT_INTERVAL, build_model
+from speechtune.config import load_config
+from speechtune.lang.graphs import BpeCtcTrainingGraphCompiler, build_graph_compiler, compile_den_graph, compile_num_graphs, CtcTrainingGraphCompiler, estimate_token_bigram, load_fsa, save_fsa
+from speechtune.training.losses import build_loss, encode_supervisions
+from speechtune.models import build_model
+from speechtune.models.layers import ORTHONORMAL_CONSTRAINT_INTERVAL
 from tests.conftest import REPO_ROOT
 
 SENTENCES = [

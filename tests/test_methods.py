@@ -1,4 +1,4 @@
-"""Fine-tuning methods (stages.methods): the math of the regularizers, where rehearsal batches
+"""Fine-tuning methods (speechtune.finetuning): the math of the regularizers, where rehearsal batches
 come from, freezing, adapters, output-layer transfer, and alpha = 0 = plain fine-tuning --
 on random features and a char lexicon written here, through the real training loop."""
 import json
@@ -11,14 +11,20 @@ import torch
 from lhotse import CutSet, Features, MonoCut, NumpyFilesWriter, SupervisionSegment
 from lhotse.utils import fastcopy
 
+from speechtune import experiment
+from speechtune.config import DEFAULT_CONFIG_PATH, load_config
+from speechtune.errors import StageError
+from speechtune.finetuning import REGULARIZERS, FineTuning, Regularizer
+from speechtune.finetuning.regularizers import kl_divergence, l2sp_penalty, regularized_objective
+from speechtune.lang.graphs import build_graph_compiler
+from speechtune.models import build_model
+from speechtune.provenance import StageRun
+from speechtune.training.batches import batch_log_probs, make_loader
+from speechtune.training.inputs import ExtraInput
+from speechtune.training.loop import averaged_epochs, train
+from speechtune.training.losses import build_loss
+from stages import finetune as finetune_stage
 from stages import import_kaldi
-from stages.cli import StageError
-from stages.graphs import build_graph_compiler
-from stages.losses import build_loss
-from stages.methods import FineTuning, SourceDomain, kl_divergence, l2sp_penalty, regularized_objective
-from stages.models import build_model
-from stages.provenance import StageRun
-from stages.training import averaged_epochs, batch_log_probs, make_loader, train
 from tests.test_kaldi_nnet3 import write_model_dir
 from tests.test_losses import CHAR_LEXICON, write_char_lang_dir
 
@@ -82,12 +88,16 @@ def setup(tmp_path_factory) -> Dict[str, object]:
 def fine_tune(setup, name: str, seed: int = 5, **method) -> Dict[str, torch.Tensor]:
     """Fine-tune the pretrained model on the target cuts; return model.pt's weights."""
     params = {**TRAIN, **METHOD, **method}
-    source = SourceDomain(setup["source"], setup["lang"])
-    fine_tuning = FineTuning(setup["pretrained"], params, setup["lang"], FEATURE_DIM, source)
+    fine_tuning = FineTuning(setup["pretrained"], params, setup["lang"], FEATURE_DIM, source_inputs(setup))
     exp_dir = setup["root"] / name
     train(StageRun("finetune", {}, seed=seed), exp_dir, setup["lang"], setup["target"],
-          setup["target"].subset(first=3), fine_tuning.model_params, LOSS, params, method=fine_tuning)
+          setup["target"].subset(first=3), fine_tuning.model_params, LOSS, params, recipe=fine_tuning)
     return torch.load(exp_dir / "model.pt")["model"]
+
+
+def source_inputs(setup) -> Dict[str, object]:
+    """Rehearsal's extra inputs, by the names it declares."""
+    return {"source_cuts": setup["source"], "source_lang": setup["lang"]}
 
 
 def pretrained_weights(setup) -> Dict[str, torch.Tensor]:
@@ -113,7 +123,7 @@ def test_kld_regularizer_is_zero_at_the_pretrained_start_and_grows_as_the_model_
     params = {**METHOD, "regularizer": {"type": "kld", "alpha": 1.0}}
     method = FineTuning(setup["pretrained"], params, setup["lang"], FEATURE_DIM)
     model = build_model(method.model_params)
-    method.initialize(model)
+    method.prepare(model, LOSS, max_duration=1.5, seed=0)
     model.eval()  # the reference runs in eval mode: same batch-norm statistics
     batch = next(iter(make_loader(setup["target"], 3.0, shuffle=False, seed=0)))
     log_probs = batch_log_probs(model, batch, torch.device("cpu"))
@@ -175,11 +185,9 @@ def test_l2sp_keeps_weights_nearer_the_pretrained_ones(setup):
 
 def test_rehearsal_batches_come_from_the_source_set(setup):
     params = {**METHOD, "regularizer": {"type": "rehearsal", "alpha": 0.5}}
-    method = FineTuning(setup["pretrained"], params, setup["lang"], FEATURE_DIM,
-                        SourceDomain(setup["source"], setup["lang"]))
+    method = FineTuning(setup["pretrained"], params, setup["lang"], FEATURE_DIM, source_inputs(setup))
     model = build_model(method.model_params)
-    method.initialize(model)
-    method.attach_source(LOSS, max_duration=1.5, seed=0)
+    method.prepare(model, LOSS, max_duration=1.5, seed=0)
     loss_fn = build_loss(LOSS, build_graph_compiler(setup["lang"], LOSS), 3)
     for batch in make_loader(setup["target"], 1.5, shuffle=True, seed=0):
         log_probs = batch_log_probs(model, batch, torch.device("cpu"))
@@ -187,7 +195,10 @@ def test_rehearsal_batches_come_from_the_source_set(setup):
         objective, terms = method.objective(model, batch, log_probs, loss, info)
         assert terms["rehearsal"] > 0
     source_ids = {cut.id for cut in setup["source"]}
-    assert method.source_cut_ids and set(method.source_cut_ids) <= source_ids
+    drawn = method.regularizer.source_cut_ids
+    assert drawn and set(drawn) <= source_ids
+    with pytest.raises(StageError, match="rehearsal needs --source-cuts, --source-lang"):
+        FineTuning(setup["pretrained"], params, setup["lang"], FEATURE_DIM)
 
 
 def test_frozen_parameters_do_not_move(setup):
@@ -229,7 +240,7 @@ def test_lr_factors_make_parameter_groups(setup):
     params = {**METHOD, "lr_factors": {"output.*": 2.0, "encoder.layers.0.*": 0.0}}
     method = FineTuning(setup["pretrained"], params, setup["lang"], FEATURE_DIM)
     model = build_model(method.model_params)
-    method.initialize(model)
+    method.prepare(model, LOSS, max_duration=1.5, seed=0)
     groups = {g["lr_factor"]: g for g in method.param_groups(model, lr=0.1)}
     assert groups[2.0]["lr"] == pytest.approx(0.2) and groups[0.0]["lr"] == 0.0
     assert {id(p) for p in groups[2.0]["params"]} == {id(model.output.weight), id(model.output.bias)}
@@ -239,9 +250,9 @@ def test_other_tokens_reinitialize_the_output_layer_and_copy_shared_rows(setup, 
     lexicon = {"ON": [["O", "N"]], "NO": [["N", "O"]], "OAK": [["O", "A", "K"]], "<UNK>": [["N"]]}
     other_lang = write_char_lang_dir(tmp_path / "lang_other", lexicon)  # <blk> A K N O
     method = FineTuning(setup["pretrained"], METHOD, other_lang, FEATURE_DIM)
-    assert not method.same_tokens and method.model_params["num_tokens"] == 5
+    assert not method.start.same_tokens and method.model_params["num_tokens"] == 5
     model = build_model(method.model_params)
-    method.initialize(model)
+    method.prepare(model, LOSS, max_duration=1.5, seed=0)
     start = pretrained_weights(setup)
     old = {"<blk>": 0, "E": 1, "F": 2, "N": 3, "O": 4, "T": 5}
     new = {"<blk>": 0, "A": 1, "K": 2, "N": 3, "O": 4}
@@ -262,15 +273,16 @@ def test_an_imported_kaldi_model_fine_tunes_cross_lingually(setup, tmp_path):
     target = feature_cuts(tmp_path / "data", "mfcc_ivec", 8, seed=4, dim=4)
     params = {**TRAIN, **METHOD, "regularizer": {"type": "l2sp", "alpha": 0.01}}
     method = FineTuning(imported, params, setup["lang"], 4)
-    assert not method.same_tokens and method.model_params["num_tokens"] == 6
+    assert not method.start.same_tokens and method.model_params["num_tokens"] == 6
     model = build_model(method.model_params)
-    method.initialize(model)
+    method.prepare(model, LOSS, max_duration=1.5, seed=0)
     assert model.output.affine.weight.shape == (6, 3) and not model.output.affine.weight.any()
     assert torch.equal(model.tdnnf2.linear.weight, start["tdnnf2.linear.weight"])
-    assert "output.affine.weight" not in method.l2sp_reference and "tdnn1.affine.weight" in method.l2sp_reference
+    reference = method.regularizer.reference
+    assert "output.affine.weight" not in reference and "tdnn1.affine.weight" in reference
     exp_dir = tmp_path / "kaldi_finetuned"
     summary = train(StageRun("finetune", {}, seed=5), exp_dir, setup["lang"], target, target.subset(first=3),
-                    method.model_params, LOSS, params, method=method)
+                    method.model_params, LOSS, params, recipe=method)
     tuned = torch.load(exp_dir / "model.pt")["model"]
     assert tuned["output.affine.weight"].abs().sum() > 0
     assert not torch.equal(tuned["tdnnf2.linear.weight"], start["tdnnf2.linear.weight"])
@@ -312,3 +324,47 @@ def test_noise_mixing_changes_the_inputs_not_the_transcripts(setup):
     assert not torch.allclose(mixed["inputs"], plain["inputs"])
     with pytest.raises(StageError, match="noise stage"):
         make_loader(setup["target"], 3.0, shuffle=False, seed=0, noise_mix={"prob": 0.5, "snr_db": [0, 5]})
+
+
+TOY_INPUT = ExtraInput("toy_cuts", "cuts:source_train", "cuts the toy regularizer would read")
+
+
+@REGULARIZERS.register("toy_bias")
+class ToyBiasRegularizer(Regularizer):
+    """L_pre = the squared output bias: a regularizer that exists in this test file alone."""
+
+    inputs = (TOY_INPUT,)
+    penalties = 0
+
+    def __init__(self, start, inputs):
+        super().__init__(start, inputs)
+        assert len(inputs[TOY_INPUT.name]) == len(inputs["source_cuts"])  # handed over, loaded
+
+    def penalty(self, model, batch, log_probs):
+        ToyBiasRegularizer.penalties += 1
+        return model.output.bias.pow(2).sum()
+
+
+def test_a_regularizer_registered_in_a_test_file_fine_tunes_through_the_real_loop(setup):
+    inputs = {**source_inputs(setup), TOY_INPUT.name: setup["source"]}
+    params = {**TRAIN, **METHOD, "lr": 0.02, "regularizer": {"type": "toy_bias", "alpha": 0.9}}
+    method = FineTuning(setup["pretrained"], params, setup["lang"], FEATURE_DIM, inputs)
+    exp_dir = setup["root"] / "toy"
+    train(StageRun("finetune", {}, seed=5), exp_dir, setup["lang"], setup["target"],
+          setup["target"].subset(first=3), method.model_params, LOSS, params, recipe=method)
+    assert ToyBiasRegularizer.penalties > 0
+    plain = fine_tune(setup, "plain_for_toy", lr=0.02)
+    toy = torch.load(exp_dir / "model.pt")["model"]
+    assert toy["output.bias"].norm() < plain["output.bias"].norm()  # it pulled the bias in
+    assert json.loads((exp_dir / "provenance.json").read_text())["regularizer"] == "toy_bias"
+    # The pipeline takes it from the registry too: config, its declared input, the stage's option.
+    config = load_config([DEFAULT_CONFIG_PATH])
+    config["finetune_variants"]["finetuned_toy"] = {"finetune": {"regularizer": {"type": "toy_bias", "alpha": 0.5}}}
+    config["alpha_sweep"]["toy_bias"] = [0.25]
+    experiment.check_config(config)
+    assert experiment.training_inputs(config, "finetuned_toy")["toy_cuts"] == "data/fbank/source_train_cuts.jsonl.gz"
+    assert "finetuned_toy_bias_a0.25" in experiment.sweep_variants(config)
+    assert "--toy-cuts" in finetune_stage.get_parser().format_help()
+    config["finetune_variants"]["finetuned_typo"] = {"finetune": {"regularizer": {"type": "toy_bais", "alpha": 0.5}}}
+    with pytest.raises(StageError, match="toy_bais' is not known; known: .*toy_bias"):
+        experiment.check_config(config)

@@ -4,14 +4,9 @@ import re
 import pytest
 import torch
 
-from stages.config import load_config
-from stages.models import (
-    SemiOrthogonalConv1d,
-    build_model,
-    constrain_orthonormal_,
-    num_parameters,
-    output_lengths,
-)
+from speechtune.config import load_config
+from speechtune.models import build_model, num_parameters
+from speechtune.models.layers import constrain_orthonormal_, output_lengths, SemiOrthogonalConv1d
 from tests.conftest import REPO_ROOT
 
 

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from lhotse import CutSet
 
-from stages.config import load_config
-from stages.systems import sweep_variants, system_names
+from speechtune.config import load_config
+from speechtune.experiment import TESTSETS, sweep_variants, system_names
 from tests.conftest import REPO_ROOT
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO_ROOT / "Snakefile"), "--cores", "2"]
@@ -20,7 +20,6 @@ TINY = str(REPO_ROOT / "config" / "tiny.yaml")
 MAIN_TARGET = "exp/finetuned/wer.txt"
 TINY_CONFIG = load_config([REPO_ROOT / "config" / "config.yaml", REPO_ROOT / "config" / "tiny.yaml"])
 SYSTEMS = system_names(TINY_CONFIG)
-TESTSETS = ["target_test", "source_test"]
 
 
 def snakemake(workdir: Path, target: str, *configfiles: str, env: Optional[Dict[str, str]] = None) -> str:
@@ -91,7 +90,7 @@ def test_features_logs_and_provenance_are_in_place(built, monkeypatch):
     for subset in ["source_train", "source_test", "target_train", "target_dev", "target_test"]:
         cut = next(iter(CutSet.from_file(built / "data" / "fbank" / f"{subset}_cuts.jsonl.gz")))
         assert cut.load_features().shape[1] == 80 and cut.supervisions[0].text
-        assert (built / "logs" / "features" / f"{subset}.log").is_file()
+        assert (built / "logs" / "features" / "fbank" / f"{subset}.log").is_file()
     for directory in ["data/corpus/source", "data/lang_phone_target", "exp/finetuned"]:
         provenance = json.loads((built / directory / "provenance.json").read_text())
         assert {"config", "seed", "versions", "git_commit", "wall_seconds"} <= set(provenance)
@@ -197,7 +196,7 @@ def test_cross_lingual_system_joins_the_report(built, tmp_path):
     override = tmp_path / "kaldi_ko.yaml"
     override.write_text(yaml.safe_dump({"kaldi_ko": {"report": True, "model": str(write_model_dir(tmp_path / "ko"))}}))
     output = snakemake(built, "exp/report.json", str(override))
-    assert "rule import_kaldi:" in output and "rule finetune_kaldi_ko:" in output
+    assert "rule import_kaldi:" in output and "system=kaldi_ko_finetuned" in output
     assert "rule pretrain:" not in output  # the imported model replaces the pretrained start
     report = json.loads((built / "exp" / "report.json").read_text())
     entry = report["systems"]["kaldi_ko_finetuned"]

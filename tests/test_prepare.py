@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from lhotse import CutSet, SupervisionSet
 
-from stages.cli import StageError
-from stages.prepare import export_kaldi_data_dir, import_kaldi_data_dir, manifest_paths
-from stages.provenance import StageRun
+from speechtune.errors import StageError
+from speechtune.data.kaldi_dir import export_kaldi_data_dir, import_kaldi_data_dir, manifest_paths
+from speechtune.provenance import StageRun
 from tests.conftest import write_kaldi_dir, write_tone
 
 CONFIG = {"sample_rate": 16000, "max_skip_fraction": 0.5}

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from stages.provenance import StageRun, atomic_dir, atomic_file, git_commit
+from speechtune.provenance import atomic_dir, atomic_file, git_commit, StageRun
 from tests.conftest import REPO_ROOT
 
 
@@ -38,7 +38,7 @@ def test_atomic_file_keeps_the_extension_and_replaces_the_old_file(tmp_path):
 KILLED_WRITER = """
 import sys, time
 from pathlib import Path
-from stages.provenance import atomic_dir
+from speechtune.provenance import atomic_dir
 with atomic_dir(Path(sys.argv[1])) as tmp:
     (tmp / "part").write_text("x")
     print("writing", flush=True)

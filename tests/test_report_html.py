@@ -1,5 +1,6 @@
-"""report_html: one self-contained page from a fake exp/ tree scored by stages.score, with
-intervals, learning curves from real TensorBoard event files and audio from real lhotse cuts."""
+"""The report stage's HTML page: one self-contained page from a fake exp/ tree scored by the
+score stage's library, with intervals, learning curves from real TensorBoard event files and
+audio from real lhotse cuts."""
 import base64
 import html
 import io
@@ -15,11 +16,12 @@ import pytest
 import soundfile as sf
 from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
 
-from stages import report
-from stages.cli import StageError
-from stages.report_html import build_report, main, pick_examples
-from stages.score import score_decode_dir
-from stages.significance import UtteranceErrors, utterance_errors
+from speechtune.errors import StageError
+from speechtune.reporting.html import build_report, pick_examples
+from speechtune.reporting.report import collect, write_report
+from speechtune.scoring.significance import UtteranceErrors, utterance_errors
+from speechtune.scoring.wer import score_decode_dir
+from stages.report import main
 from tests.conftest import write_tone
 
 VOCAB = "TURN ON OFF THE KITCHEN LIGHTS SET A TIMER FOR TEN MINUTES PLAY SOME JAZZ".split()
@@ -43,9 +45,9 @@ def decode_dir(exp: Path, system: str, testset: str) -> Path:
 
 @pytest.fixture
 def exp(tmp_path: Path) -> Path:
-    """exp/<system>/decode/<testset>/hlg/ for three systems, scored by stages.score and
-    reported by stages.report (exp/report.json); training curves for pretrained and finetuned
-    (scratch has none); two plots of other stages."""
+    """exp/<system>/decode/<testset>/hlg/ for three systems, scored and reported
+    (exp/report.json); training curves for pretrained and finetuned (scratch has none); two
+    plots of other stages."""
     exp = tmp_path / "exp"
     rng = random.Random(0)
     for testset in TESTSETS:
@@ -58,7 +60,7 @@ def exp(tmp_path: Path) -> Path:
             score_decode_dir(path)
     for system in SYSTEMS:
         (exp / system / "provenance.json").write_text(json.dumps({"train_seconds": 1.0, "parameters": 100}))
-    report.main([str(exp), "--systems", *SYSTEMS, "--testsets", *TESTSETS])
+    write_report(collect(exp, list(SYSTEMS), list(TESTSETS)), exp, "report", list(TESTSETS))
     from torch.utils.tensorboard import SummaryWriter
 
     for system in ("pretrained", "finetuned"):
@@ -100,15 +102,14 @@ def target_test_errors(exp: Path) -> Dict[str, UtteranceErrors]:
             for s in SYSTEMS}
 
 
-def run(exp: Path, data: Path, *extra: str) -> str:
-    output = exp.parent / "out" / "report.html"
-    main([str(exp), "--systems", *SYSTEMS, "--testsets", *TESTSETS, "--output", str(output),
-          "--data-dir", str(data), *extra])
-    return output.read_text(encoding="utf-8")
+def run(exp: Path, *extra: str) -> str:
+    """The report stage on ``exp`` (the test sets' cuts, for audio, under data/ beside it)."""
+    main([str(exp), "--systems", *SYSTEMS, "--testsets", *TESTSETS, *extra])
+    return (exp / "report.html").read_text(encoding="utf-8")
 
 
-def test_one_self_contained_page_with_intervals(exp: Path, tmp_path: Path):
-    page = run(exp, tmp_path / "no-data")
+def test_one_self_contained_page_with_intervals(exp: Path):
+    page = run(exp)
     assert not re.search(r"https?://|src=\"file|<script|<link", page)
     assert all(src.startswith("data:") for src in re.findall(r'src="([^"]*)"', page))
     for system in SYSTEMS:
@@ -133,25 +134,25 @@ def test_one_self_contained_page_with_intervals(exp: Path, tmp_path: Path):
     assert page.count('<table class="ali">') == 2 * 3
 
 
-def test_the_page_needs_the_report_stage_first(exp: Path, tmp_path: Path):
+def test_the_page_needs_the_report_stage_first(exp: Path):
     (exp / "report.json").unlink()
-    with pytest.raises(StageError, match=r"report.json is missing: run `python -m stages.report` first"):
-        run(exp, tmp_path / "no-data")
+    with pytest.raises(StageError, match=r"report.json is missing: run the report stage first"):
+        build_report(exp, list(SYSTEMS), list(TESTSETS))
 
 
 def test_examples_go_without_audio_when_the_cuts_are_missing(exp: Path, tmp_path: Path, caplog):
     with caplog.at_level(logging.WARNING, logger="speechtune.report_html"):
-        page = run(exp, tmp_path / "no-data", "--examples", "2")
+        page = run(exp, "--examples", "2")
     assert "<audio" not in page
     assert page.count('<table class="ali">') == 2 * 2
-    assert f"{tmp_path / 'no-data' / 'fbank' / 'target_test_cuts.jsonl.gz'} is missing" in caplog.text
+    assert f"{tmp_path / 'data' / 'fbank' / 'target_test_cuts.jsonl.gz'} is missing" in caplog.text
 
 
 def test_examples_carry_their_audio(exp: Path, tmp_path: Path):
     errors = target_test_errors(exp)
     chosen = pick_examples(errors, 3)
     write_cuts(tmp_path / "data" / "fbank" / "target_test_cuts.jsonl.gz", chosen, tmp_path / "wav")
-    page = run(exp, tmp_path / "data")
+    page = run(exp)
     uris = re.findall(r'<audio controls preload="none" src="data:audio/wav;base64,([^"]+)">', page)
     assert len(uris) == 3  # target_test's examples; source_test has no cuts
     for i, uri in enumerate(uris):

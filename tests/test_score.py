@@ -5,8 +5,9 @@ import random
 import jiwer
 import pytest
 
-from stages.cli import StageError
-from stages.score import main, score_decode_dir
+from speechtune.errors import StageError
+from speechtune.scoring.wer import score_decode_dir
+from stages.score import main
 
 VOCAB = "TURN ON OFF THE KITCHEN LIGHTS SET A TIMER FOR TEN MINUTES PLAY JAZZ".split()
 
@@ -85,7 +86,7 @@ def test_cli_prints_and_copies_the_kaldi_line(decode_dir, capsys):
 def test_ctc_greedy_search_merges_repeats_drops_blanks_and_joins_pieces():
     import torch
 
-    from stages.decode import greedy_words
+    from speechtune.decoding import greedy_words
 
     tokens = {0: "<blk>", 1: "\u2581TURN", 2: "\u2581O", 3: "N", 4: "\u2581LIGHTS"}
     frames = [1, 1, 0, 2, 3, 3, 0, 0, 4, 0, 4]  # the second LIGHTS follows a blank: kept

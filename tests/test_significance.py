@@ -8,11 +8,9 @@ from typing import Dict, List
 import kaldialign
 import pytest
 
-from stages.cli import StageError
-from stages.score import score_decode_dir
-from stages.significance import (
-    bootstrap_difference, format_difference, utterance_errors, wer_ci, wer_difference_ci,
-)
+from speechtune.errors import StageError
+from speechtune.scoring.wer import score_decode_dir
+from speechtune.scoring.significance import bootstrap_difference, format_difference, utterance_errors, wer_ci, wer_difference_ci
 
 VOCAB = "TURN ON OFF THE KITCHEN LIGHTS SET A TIMER FOR TEN MINUTES PLAY SOME JAZZ".split()
 Table = Dict[str, List[str]]

@@ -6,8 +6,8 @@ from typing import Any, Dict, List
 
 import pytest
 
-from stages.config import DEFAULT_CONFIG_PATH, load_config
-from stages.status import main
+from speechtune.config import DEFAULT_CONFIG_PATH, load_config
+from speechtune.__main__ import main
 
 CONFIG = load_config([DEFAULT_CONFIG_PATH])
 SEED = CONFIG["seed"]

@@ -5,8 +5,9 @@ import sys
 
 import pytest
 
-from stages.config import ConfigError, deep_merge, load_config, validate_config
-from stages.text import normalize_text
+from speechtune.config import deep_merge, load_config, validate_config
+from speechtune.errors import ConfigError
+from speechtune.text import normalize_text
 from tests.conftest import REPO_ROOT
 
 

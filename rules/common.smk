@@ -1,0 +1,58 @@
+# Config validation and what every rule file shares. What the systems, test sets and paths are
+# comes from speechtune/experiment.py; a method's extra inputs from its registered declaration.
+import json
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, workflow.basedir)
+from speechtune import experiment as ex  # noqa: E402
+from speechtune.config import validate_config  # noqa: E402
+from speechtune.finetuning import extra_inputs  # noqa: E402
+from speechtune.training.batches import SPEED_FACTORS, SPEED_PERTURBED  # noqa: E402
+
+validate_config(config, where="Snakemake config")
+ex.check_config(config)  # a bad override or an unknown method fails here, before any job runs
+
+PYTHON = sys.executable  # the venv that runs Snakemake runs every stage
+SEED = config["seed"]
+SYSTEMS = ex.system_names(config)
+SWEEP = list(ex.sweep_variants(config))
+FINE_TUNED = ex.fine_tuned_systems(config)
+TESTSETS = list(ex.TESTSETS)
+METHODS = ex.decode_methods(config)
+
+
+def one_of(names):
+    """A wildcard constraint matching exactly these names."""
+    return "|".join(re.escape(name) for name in names)
+
+
+wildcard_constraints:
+    domain=one_of(ex.DOMAINS),
+    split="train|dev|test",
+    system=one_of([ex.BASELINE, ex.SCRATCH, *FINE_TUNED]),
+    testset=one_of(TESTSETS),
+    method="hlg|greedy",
+    feature_dir=one_of(ex.FEATURE_DIRS.values()),
+    subset=one_of([*ex.subsets(config), *(s + SPEED_PERTURBED for s in ex.subsets(config))]),
+
+
+def section(*keys):
+    """A config section as JSON for a stage's --config-json (and for Snakemake's params check)."""
+    value = config
+    for key in keys:
+        value = value[key]
+    return json.dumps(value, sort_keys=True)
+
+
+def training_config(system):
+    """The sections a system's training stage reads, as JSON for --config-json."""
+    return json.dumps(ex.training_sections(config, system), sort_keys=True)
+
+
+def extra_arguments(wildcards, input):
+    """The stage options for the extra inputs the system's method declares (e.g. rehearsal's
+    source cuts and lang dir, noise mixing's noise cuts)."""
+    specs = extra_inputs(ex.training_sections(config, wildcards.system)["finetune"])
+    return " ".join(f"{spec.option} {input[spec.name]}" for spec in specs)

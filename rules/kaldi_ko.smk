@@ -1,0 +1,42 @@
+# The released Korean Kaldi chain model: import, and the check of the import against Vosk.
+# (Its fine-tuned system is built by the finetune rule, its features by the features rule.)
+
+
+rule import_kaldi:
+    """A released Kaldi nnet3 chain model (kaldi_ko.model) as an icefall-format checkpoint, with
+    its front end's files: exp/kaldi_ko."""
+    output:
+        model=f"{ex.KALDI_KO_IMPORT}/model.pt",
+        provenance=f"{ex.KALDI_KO_IMPORT}/provenance.json",
+    params:
+        model=config["kaldi_ko"]["model"],
+    log:
+        "logs/import/kaldi_ko.log",
+    shell:
+        "{PYTHON} -m stages.import_kaldi {params.model} " + ex.KALDI_KO_IMPORT + " > {log} 2>&1"
+
+
+rule kaldi_ko_testset:
+    """Korean speech synthesized with espeak-ng: what the import is checked on against Vosk."""
+    output:
+        directory("data/kaldi_ko/test"),
+    log:
+        "logs/kaldi_ko/testset.log",
+    shell:
+        "{PYTHON} -m stages.kaldi_ko_testset {output} > {log} 2>&1"
+
+
+rule kaldi_ko_agreement:
+    """Our import (MFCC, online i-vectors, network, the model's own graph) decoding beside Vosk,
+    Kaldi's own online decoder: exp/kaldi_ko_agreement.json (word agreement per utterance)."""
+    input:
+        "data/kaldi_ko/test",
+    output:
+        "exp/kaldi_ko_agreement.json",
+    params:
+        model=config["kaldi_ko"]["model"],
+    log:
+        "logs/kaldi_ko/agreement.log",
+    threads: 2
+    shell:
+        "{PYTHON} -m stages.kaldi_ko_agreement {input} {output} --model {params.model} --modes online > {log} 2>&1"

@@ -1,0 +1,67 @@
+# Training: the pretrained start, every system fine-tuned from a pretrained start (one rule:
+# fine-tuning variants, adapted systems, the imported Kaldi model), and the from-scratch model.
+
+
+rule pretrain:
+    """The source-domain model from random initialization: the pretrained start."""
+    input:
+        **ex.training_inputs(config, ex.BASELINE),
+    output:
+        model=f"{ex.system_dir(ex.BASELINE)}/model.pt",
+        provenance=f"{ex.system_dir(ex.BASELINE)}/provenance.json",
+    params:
+        cfg=training_config(ex.BASELINE),
+        seed=SEED,
+    log:
+        "logs/pretrain/pretrain.log",
+    benchmark:
+        "logs/pretrain/pretrain.benchmark.tsv"
+    threads: 2
+    shell:
+        "{PYTHON} -m stages.pretrain {input.cuts} {input.lang} " + ex.system_dir(ex.BASELINE) + " "
+        "--config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
+
+
+rule finetune:
+    """A system trained from a pretrained start on the target domain: its inputs, the
+    pretrained checkpoint and the extra inputs of its method come from speechtune.experiment."""
+    input:
+        unpack(lambda w: ex.training_inputs(config, w.system)),
+    output:
+        model=ex.system_dir("{system}") + "/model.pt",
+        provenance=ex.system_dir("{system}") + "/provenance.json",
+    wildcard_constraints:
+        system=one_of(FINE_TUNED),
+    params:
+        cfg=lambda w: training_config(w.system),
+        seed=SEED,
+        extra=extra_arguments,
+    log:
+        "logs/finetune/{system}.log",
+    benchmark:
+        "logs/finetune/{system}.benchmark.tsv"
+    threads: 2
+    shell:
+        "{PYTHON} -m stages.finetune {input.init} {input.cuts} {input.valid} {input.lang} "
+        + ex.system_dir("{wildcards.system}") + " "
+        "{params.extra} --config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
+
+
+rule scratch:
+    """The target data and finetune's step budget, from random initialization."""
+    input:
+        **ex.training_inputs(config, ex.SCRATCH),
+    output:
+        model=f"{ex.system_dir(ex.SCRATCH)}/model.pt",
+        provenance=f"{ex.system_dir(ex.SCRATCH)}/provenance.json",
+    params:
+        cfg=training_config(ex.SCRATCH),
+        seed=SEED,
+    log:
+        "logs/scratch/scratch.log",
+    benchmark:
+        "logs/scratch/scratch.benchmark.tsv"
+    threads: 2
+    shell:
+        "{PYTHON} -m stages.scratch {input.cuts} {input.valid} {input.lang} " + ex.system_dir(ex.SCRATCH) + " "
+        "--config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"

@@ -1,0 +1,111 @@
+"""What every stage CLI (``stages/<name>.py``) shares: its parser's config options, Kaldi-like
+log lines, and clear, traceback-free errors.
+
+A stage module is a parser and a call into the library::
+
+    def get_parser() -> argparse.ArgumentParser:
+        parser = stage_parser(__name__, __doc__)
+        parser.add_argument(...)
+        add_config_arguments(parser)
+        return parser
+
+    def main(argv: Optional[Sequence[str]] = None) -> None:
+        args = get_parser().parse_args(argv)
+        config = stage_config(args, "features")
+        ...
+
+    if __name__ == "__main__":
+        run_cli(main)
+
+Bad input raises ``StageError("<file>: <what is wrong>; <how to fix it>")``, which ``run_cli``
+prints as one ``ERROR:`` line with exit status 1 (Snakemake then names the log).
+"""
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, Sequence
+
+from speechtune.config import DEFAULT_CONFIG_PATH, REPO_ROOT, get_section, load_config, validate_config
+from speechtune.errors import ConfigError, StageError
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Log lines like Kaldi's: time, stage logger, level, message; to stderr (Snakemake's log:)."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def run_cli(main: Callable[[], None]) -> None:
+    """Run a stage's ``main``; report StageError/ConfigError as one line and exit 1."""
+    setup_logging()
+    try:
+        main()
+    except (StageError, ConfigError) as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+def stage_parser(module: str, doc: str) -> argparse.ArgumentParser:
+    """A stage's parser: ``python -m <module>``, the module docstring as its ``--help`` text."""
+    return argparse.ArgumentParser(prog=f"python -m {module}", description=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config FILE`` (repeatable), ``--config-json JSON`` and ``--seed`` to a stage's parser."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--config", type=Path, action="append", default=None, metavar="FILE",
+        help=f"YAML config file; repeat to layer presets (default: {DEFAULT_CONFIG_PATH.relative_to(REPO_ROOT)})",
+    )
+    group.add_argument(
+        "--config-json", metavar="JSON",
+        help="this stage's resolved config section as JSON (what the Snakefile passes)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: the config's seed)")
+
+
+def stage_config(args: argparse.Namespace, section: str) -> Dict[str, Any]:
+    """The validated config section a stage works from, from either CLI route."""
+    if args.config_json is not None:
+        try:
+            config = json.loads(args.config_json)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--config-json is not valid JSON: {e}") from None
+        validate_config(config, section=section, where="--config-json")
+        return config
+    return get_section(load_config(args.config or []), section)
+
+
+def stage_sections(args: argparse.Namespace, names: Sequence[str]) -> Dict[str, Any]:
+    """Several validated top-level sections, ``{name: section}``, for a stage that reads more
+    than one (training reads ``model``, ``loss`` and its own). ``--config-json`` then holds
+    exactly that mapping."""
+    if args.config_json is None:
+        config = load_config(args.config or [])
+        return {name: config[name] for name in names}
+    try:
+        sections = json.loads(args.config_json)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--config-json is not valid JSON: {e}") from None
+    if not isinstance(sections, dict) or sorted(sections) != sorted(names):
+        got = sorted(sections) if isinstance(sections, dict) else type(sections).__name__
+        raise ConfigError(f"--config-json: expected the sections {sorted(names)}, got {got}")
+    for name in names:
+        validate_config(sections[name], section=name, where="--config-json")
+    return sections
+
+
+def stage_seed(args: argparse.Namespace) -> int:
+    """The run's seed: ``--seed`` where given, else the top-level ``seed`` of the config files."""
+    if args.seed is not None:
+        return int(args.seed)
+    if args.config_json is not None:
+        raise ConfigError("--config-json needs --seed: the seed lives at the config's top level")
+    return int(load_config(args.config or [])["seed"])

@@ -1,0 +1,47 @@
+"""Reading a cut manifest a stage depends on: the one ``load_cuts``, whose errors say which
+stage writes the missing or unusable file::
+
+    cuts = load_cuts(Path("data/manifests/target_train_cuts.jsonl.gz"), with_features=False)  # audio
+    cuts = load_cuts(Path("data/fbank/target_train_cuts.jsonl.gz"))                           # features
+    train, valid = split_validation(cuts, 0.2, seed=1234)
+"""
+import random
+from pathlib import Path
+from typing import Tuple
+
+from lhotse import CutSet
+
+from speechtune.errors import StageError
+
+
+def load_cuts(path: Path, with_features: bool = True) -> CutSet:
+    """An eager, non-empty CutSet: with features where ``with_features`` (training, decoding),
+    else with audio at one sample rate (feature extraction); or a StageError naming the fix."""
+    path = Path(path)
+    writer = "features" if with_features else "prepare"
+    if not path.is_file():
+        raise StageError(f"{path} is missing: run the {writer} stage for it first")
+    cuts = CutSet.from_file(path).to_eager()
+    if len(cuts) == 0:
+        raise StageError(f"{path} holds no cuts: the {writer} stage wrote an empty subset")
+    if with_features:
+        if not all(cut.has_features for cut in cuts):
+            raise StageError(f"{path}: cuts without features; point at data/fbank/, not data/manifests/")
+        return cuts
+    no_audio = [cut.id for cut in cuts if not cut.has_recording]
+    if no_audio:
+        raise StageError(f"{path}: {len(no_audio)} cuts have no recording (first: {no_audio[0]}); "
+                         f"features are computed from audio")
+    rates = sorted({cut.sampling_rate for cut in cuts})
+    if len(rates) > 1:
+        raise StageError(f"{path}: cuts at several sample rates {rates}; resample them to one "
+                         f"(prepare.sample_rate) first")
+    return cuts
+
+
+def split_validation(cuts: CutSet, fraction: float, seed: int) -> Tuple[CutSet, CutSet]:
+    """(train, valid): a seeded random ``fraction`` of the cuts held out for validation."""
+    shuffled = cuts.shuffle(rng=random.Random(seed))
+    num_valid = max(1, round(fraction * len(cuts)))
+    ids = [cut.id for cut in shuffled]
+    return cuts.subset(cut_ids=ids[num_valid:]), cuts.subset(cut_ids=ids[:num_valid])

@@ -1,0 +1,231 @@
+"""The experiment a config describes, in one place: its systems, the test sets they are scored
+on, and where every artifact lives under ``data/`` and ``exp/``. The Snakefile wires its rules
+from here, and ``speechtune status`` and the reports read the same definitions::
+
+    >>> config = load_config([DEFAULT_CONFIG_PATH])
+    >>> system_names(config)
+    ['pretrained', 'finetuned', 'finetuned_mmi', ..., 'adapted', 'adapted_lhuc', 'scratch']
+    >>> training_sections(config, "finetuned_mmi")["loss"]["type"]
+    'mmi'
+    >>> training_inputs(config, "finetuned_rehearsal")["source_cuts"]
+    'data/fbank/source_train_cuts.jsonl.gz'
+    >>> decode_dir("finetuned", "target_test")
+    'exp/finetuned/decode/target_test/hlg'
+
+Path functions return strings joined with ``/``, so the Snakefile can pass wildcards
+(``decode_dir("{system}", "{testset}", "{method}")``) where a stage passes values.
+
+Systems (``<system>`` is the directory ``exp/<system>/``):
+
+- ``pretrained``: the source-domain model from random initialization; sections ``model``,
+  ``loss``, ``pretrain``. The no-fine-tuning baseline.
+- a fine-tuning variant (a key of ``finetune_variants`` or of :func:`sweep_variants`): from
+  ``exp/pretrained``; sections ``loss`` and ``finetune`` with the variant's overrides.
+- an adapted system (a key of ``adapt_variants``): the same, with ``adapt`` (and the variant's
+  overrides) as its ``finetune`` section: adapters in the pretrained model, trained alone.
+- ``kaldi_ko_finetuned``: the imported Kaldi chain model (``exp/kaldi_ko``), fine-tuned on its
+  own front end's features, with ``kaldi_ko.overrides``; reported where ``kaldi_ko.report``.
+- ``scratch``: sections ``model``, ``loss`` and ``finetune`` with ``scratch``'s keys replacing
+  the learning rate and warm-up: the target data and step budget, no pretrained start.
+"""
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+from speechtune.config import deep_merge, validate_config
+from speechtune.errors import StageError
+from speechtune.finetuning import REGULARIZERS, extra_inputs
+from speechtune.models.adapters import ADAPTERS, NO_ADAPTER
+from speechtune.training.batches import training_subset
+
+DOMAINS = ("source", "target")
+TARGET_TESTSET, SOURCE_TESTSET = TESTSETS = ("target_test", "source_test")
+DEV_SET = "target_dev"
+PRIMARY_METHOD = "hlg"           # HLG 1-best: the method every report and wer.txt is about
+BASELINE = "pretrained"          # no fine-tuning
+PLAIN = "finetuned"              # plain fine-tuning: alpha = 0 of every regularizer
+SCRATCH = "scratch"
+KALDI_KO = "kaldi_ko_finetuned"
+KALDI_KO_IMPORT = "exp/kaldi_ko"  # the imported Kaldi model: a system directory and a model directory
+
+# Feature front ends: the directory under data/ where a subset's cuts with features live, and
+# the model directory whose front end computes them (None: features.extractor's fbank).
+FEATURE_DIRS = {"fbank": "fbank", "kaldi_ko": "kaldi_ko/feats"}
+FRONT_END_MODELS: Dict[str, Optional[str]] = {"fbank": None, "kaldi_ko": KALDI_KO_IMPORT}
+NOISE_SUBSET = "noise"  # the noise stage's cuts (data/fbank/noise_cuts.jsonl.gz)
+
+
+# --- data/ -------------------------------------------------------------------------------------
+
+def corpus_dir(domain: str) -> str:
+    return f"data/corpus/{domain}"
+
+
+def manifest_cuts(subset: str) -> str:
+    return f"data/manifests/{subset}_cuts.jsonl.gz"
+
+
+def feature_cuts(subset: str, front_end: str = "fbank") -> str:
+    """A subset's cuts with features, e.g. ``data/fbank/target_train_cuts.jsonl.gz``."""
+    return f"data/{FEATURE_DIRS[front_end]}/{subset}_cuts.jsonl.gz"
+
+
+def front_end_model(feature_dir: str) -> Optional[str]:
+    """The model directory whose front end fills ``data/<feature_dir>`` (None: the fbank extractor)."""
+    front_end = next(name for name, path in FEATURE_DIRS.items() if path == feature_dir)
+    return FRONT_END_MODELS[front_end]
+
+
+def lang_dir(config: Mapping[str, Any], domain: str) -> str:
+    """A domain's lang dir: ``data/lang_phone_<domain>`` or ``data/lang_bpe_<size>_<domain>``."""
+    lang = config["lang"]
+    unit = f"bpe_{lang['bpe']['vocab_size']}" if lang["unit"] == "bpe" else "phone"
+    return f"data/lang_{unit}_{domain}"
+
+
+def subsets(config: Mapping[str, Any]) -> List[str]:
+    """Every subset of the corpus: ``<domain>_<split>``."""
+    return [f"{domain}_{split}" for domain in DOMAINS for split in sorted(config["corpus"][domain]["splits"])]
+
+
+def testset_domain(testset: str) -> str:
+    """The domain of a test set, whose lang dir and LM decode it: ``target`` of ``target_test``."""
+    return testset.split("_")[0]
+
+
+# --- exp/ --------------------------------------------------------------------------------------
+
+def system_dir(system: str, exp_dir: Union[str, Path] = "exp") -> str:
+    return f"{exp_dir}/{system}"
+
+
+def decode_dir(system: str, testset: str, method: Optional[str] = PRIMARY_METHOD,
+               exp_dir: Union[str, Path] = "exp") -> str:
+    """Where ``system``'s decode of ``testset`` is; with ``method`` (``hlg``, ``greedy``) that
+    method's hypotheses and scores, without it the decode's own directory."""
+    path = f"{system_dir(system, exp_dir)}/decode/{testset}"
+    return f"{path}/{method}" if method else path
+
+
+def decode_methods(config: Mapping[str, Any]) -> List[str]:
+    """HLG 1-best always; CTC greedy search joins BPE pieces into words, so BPE units add it."""
+    return [PRIMARY_METHOD, "greedy"] if config["lang"]["unit"] == "bpe" else [PRIMARY_METHOD]
+
+
+# --- systems -----------------------------------------------------------------------------------
+
+def _merged(config: Mapping[str, Any], overrides: Mapping[str, Any], base: str = "finetune") -> Dict[str, Any]:
+    return {"loss": deep_merge(config["loss"], overrides.get("loss", {})),
+            "finetune": deep_merge(config[base], overrides.get("finetune", {}))}
+
+
+def sweep_variants(config: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """The alpha sweep's fine-tuning variants, ``finetuned_<regularizer>_a<alpha>`` ->
+    overrides: base ``finetune`` with that regularizer at that alpha. A point that some
+    ``finetune_variants`` system already trains (e.g. finetuned_kld at its alpha) is left out:
+    the sweep's report takes that system for it."""
+    standard = [_merged(config, overrides) for overrides in config["finetune_variants"].values()]
+    sweep = {
+        f"finetuned_{regularizer}_a{alpha:g}": {"finetune": {"regularizer": {"type": regularizer, "alpha": alpha}}}
+        for regularizer, alphas in config["alpha_sweep"].items() for alpha in alphas
+    }
+    return {name: overrides for name, overrides in sweep.items() if _merged(config, overrides) not in standard}
+
+
+def fine_tuning_variants(config: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """Every fine-tuning variant the finetune rule can build, name -> overrides."""
+    return {**sweep_variants(config), **config["finetune_variants"]}
+
+
+def fine_tuned_systems(config: Mapping[str, Any]) -> List[str]:
+    """Every system the finetune rule trains from a pretrained start (reported or not)."""
+    return [*fine_tuning_variants(config), *config["adapt_variants"], KALDI_KO]
+
+
+def system_names(config: Mapping[str, Any]) -> List[str]:
+    """The systems the main target builds and reports, in report order (the sweep's aside)."""
+    kaldi = [KALDI_KO] if config["kaldi_ko"]["report"] else []
+    return [BASELINE, *config["finetune_variants"], *config["adapt_variants"], SCRATCH, *kaldi]
+
+
+def front_end(system: str) -> str:
+    """The feature front end a system trains and decodes on."""
+    return "kaldi_ko" if system == KALDI_KO else "fbank"
+
+
+def pretrained_start(system: str) -> str:
+    """The checkpoint a fine-tuned system starts from."""
+    return f"{KALDI_KO_IMPORT}/model.pt" if system == KALDI_KO else f"{system_dir(BASELINE)}/model.pt"
+
+
+def training_sections(config: Mapping[str, Any], system: str) -> Dict[str, Any]:
+    """The validated config sections ``system``'s training stage is given (module docstring)."""
+    if system == BASELINE:
+        return {name: config[name] for name in ("model", "loss", "pretrain")}
+    if system == SCRATCH:
+        return {"model": config["model"], "loss": config["loss"], "scratch": config["scratch"],
+                "finetune": {**config["finetune"], **config["scratch"]}}
+    variants = fine_tuning_variants(config)
+    if system in variants:
+        sections = _merged(config, variants[system])
+    elif system == KALDI_KO:
+        sections = _merged(config, config["kaldi_ko"]["overrides"])
+        if sections["finetune"]["speed_perturb"] or extra_inputs(sections["finetune"]):
+            raise StageError(f"{KALDI_KO}: speed_perturb, noise_mix and regularizers with extra inputs are not "
+                             "available for the imported model's features (MFCC + i-vectors); turn them off in "
+                             "kaldi_ko.overrides.finetune")
+    elif system in config["adapt_variants"]:
+        sections = _merged(config, {"finetune": config["adapt_variants"][system]}, base="adapt")
+        if sections["finetune"]["adapter"]["type"] == NO_ADAPTER["type"]:
+            raise StageError(f"{system}: adapt.adapter.type is none: name one of {', '.join(ADAPTERS.names())} "
+                             "(or make it a finetune_variants entry)")
+    else:
+        raise StageError(f"'{system}' is none of the systems of this config: {', '.join(system_names(config))}")
+    for name, value in sections.items():
+        validate_config(value, section=name, where=f"system {system}")
+    if system != SCRATCH and system != BASELINE:
+        _check_registered(sections["finetune"], system)
+    return sections
+
+
+def _check_registered(finetune: Mapping[str, Any], system: str) -> None:
+    """Names the schema leaves to the registries: an unknown one fails before any job runs."""
+    try:
+        REGULARIZERS.get(finetune["regularizer"]["type"])
+        if finetune["adapter"]["type"] != NO_ADAPTER["type"]:
+            ADAPTERS.get(finetune["adapter"]["type"])
+    except StageError as e:
+        raise StageError(f"system {system}: {e}") from None
+
+
+def check_config(config: Mapping[str, Any]) -> None:
+    """Every system of the config resolves to valid sections (before any job runs)."""
+    unknown = sorted(set(config["alpha_sweep"]) - set(REGULARIZERS.names()))
+    if unknown:
+        raise StageError(f"alpha_sweep: {', '.join(unknown)} is no regularizer; known: {', '.join(REGULARIZERS.names())}")
+    for system in [BASELINE, SCRATCH, *fine_tuned_systems(config)]:
+        training_sections(config, system)
+
+
+def training_cuts(config: Mapping[str, Any], system: str) -> str:
+    """The cuts ``system`` trains on (source_train for pretraining, else target_train, or its
+    speed-perturbed copy where the training section asks for it)."""
+    if system == BASELINE:
+        return feature_cuts("source_train")
+    section = training_sections(config, system)["finetune"]
+    return feature_cuts(training_subset(section, "target_train"), front_end(system))
+
+
+def training_inputs(config: Mapping[str, Any], system: str) -> Dict[str, str]:
+    """What ``system``'s training rule reads: ``cuts``, ``lang``, for a target-domain system
+    ``valid``, for a fine-tuned one ``init`` and the extra inputs its method declares."""
+    if system == BASELINE:
+        return {"cuts": training_cuts(config, system), "lang": lang_dir(config, "source")}
+    inputs = {"cuts": training_cuts(config, system), "valid": feature_cuts(DEV_SET, front_end(system)),
+              "lang": lang_dir(config, "target")}
+    if system == SCRATCH:
+        return inputs
+    inputs["init"] = pretrained_start(system)
+    for spec in extra_inputs(training_sections(config, system)["finetune"]):
+        inputs[spec.name] = (feature_cuts(spec.what, front_end(system)) if spec.kind == "cuts"
+                             else lang_dir(config, spec.what))
+    return inputs
