@@ -17,8 +17,16 @@ KALDI_KO ?= $(if $(findstring kaldi_ko,$(TARGET) $(SNAKEMAKE_ARGS)),1,)
 setup:
 	@KALDI_KO=$(KALDI_KO) bash tools/setup.sh
 
+# The target comes first: options such as --configfile take several values. A lock left by a
+# killed run is removed when no Snakemake runs in this directory; --rerun-incomplete redoes
+# its jobs.
 run: setup
-	$(VENV)/bin/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS) $(TARGET)
+	@running=; for pid in $$(pgrep -f '[s]nakemake'); do \
+	  [ "$$pid" != "$$$$" ] && [ "$$(readlink /proc/$$pid/cwd 2>/dev/null)" = "$(CURDIR)" ] && running=1; done; \
+	if [ -z "$$running" ] && [ -n "$$(ls -A .snakemake/locks 2>/dev/null)" ]; then \
+	  echo "make: no Snakemake runs here: removing the lock a killed run left"; \
+	  $(VENV)/bin/snakemake --unlock >/dev/null; fi
+	$(VENV)/bin/snakemake $(TARGET) --cores $(CORES) --rerun-incomplete $(SNAKEMAKE_ARGS)
 
 # pytest exits 5 when it collected no tests: that is a failure, never a pass.
 test: setup

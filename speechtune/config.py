@@ -37,9 +37,22 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> Dict[str
     return merged
 
 
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content; a ConfigError naming the file, line and column of a syntax error."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{where}: not valid YAML ({problem})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+
+
 def load_schema() -> Dict[str, Any]:
-    with open(SCHEMA_PATH, encoding="utf-8") as f:
-        return yaml.safe_load(f)
+    return read_yaml(SCHEMA_PATH)
 
 
 def _subschema(schema: Dict[str, Any], dotted: str) -> Dict[str, Any]:
@@ -85,8 +98,7 @@ def load_config(paths: Sequence[Path]) -> Dict[str, Any]:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        with open(path, encoding="utf-8") as f:
-            loaded = yaml.safe_load(f) or {}
+        loaded = read_yaml(path) or {}
         if not isinstance(loaded, Mapping):
             raise ConfigError(f"{path}: expected a mapping of keys at the top level")
         config = deep_merge(config, loaded)

@@ -34,6 +34,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 from speechtune.config import deep_merge, validate_config
 from speechtune.errors import StageError
 from speechtune.finetuning import REGULARIZERS, extra_inputs
+from speechtune.models import build_model
 from speechtune.models.adapters import ADAPTERS, NO_ADAPTER
 from speechtune.training.batches import training_subset
 
@@ -113,6 +114,17 @@ def decode_methods(config: Mapping[str, Any]) -> List[str]:
 
 # --- systems -----------------------------------------------------------------------------------
 
+def finetune_variants(config: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """``finetune_variants`` without the entries a preset set to null (its way to remove one:
+    Snakemake merges the config files' mappings, so a preset cannot drop a key otherwise)."""
+    return {name: value for name, value in config["finetune_variants"].items() if value is not None}
+
+
+def adapt_variants(config: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """``adapt_variants`` without the entries set to null."""
+    return {name: value for name, value in config["adapt_variants"].items() if value is not None}
+
+
 def _merged(config: Mapping[str, Any], overrides: Mapping[str, Any], base: str = "finetune") -> Dict[str, Any]:
     return {"loss": deep_merge(config["loss"], overrides.get("loss", {})),
             "finetune": deep_merge(config[base], overrides.get("finetune", {}))}
@@ -123,7 +135,7 @@ def sweep_variants(config: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
     overrides: base ``finetune`` with that regularizer at that alpha. A point that some
     ``finetune_variants`` system already trains (e.g. finetuned_kld at its alpha) is left out:
     the sweep's report takes that system for it."""
-    standard = [_merged(config, overrides) for overrides in config["finetune_variants"].values()]
+    standard = [_merged(config, overrides) for overrides in finetune_variants(config).values()]
     sweep = {
         f"finetuned_{regularizer}_a{alpha:g}": {"finetune": {"regularizer": {"type": regularizer, "alpha": alpha}}}
         for regularizer, alphas in config["alpha_sweep"].items() for alpha in alphas
@@ -133,18 +145,18 @@ def sweep_variants(config: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
 
 def fine_tuning_variants(config: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
     """Every fine-tuning variant the finetune rule can build, name -> overrides."""
-    return {**sweep_variants(config), **config["finetune_variants"]}
+    return {**sweep_variants(config), **finetune_variants(config)}
 
 
 def fine_tuned_systems(config: Mapping[str, Any]) -> List[str]:
     """Every system the finetune rule trains from a pretrained start (reported or not)."""
-    return [*fine_tuning_variants(config), *config["adapt_variants"], KALDI_KO]
+    return [*fine_tuning_variants(config), *adapt_variants(config), KALDI_KO]
 
 
 def system_names(config: Mapping[str, Any]) -> List[str]:
     """The systems the main target builds and reports, in report order (the sweep's aside)."""
     kaldi = [KALDI_KO] if config["kaldi_ko"]["report"] else []
-    return [BASELINE, *config["finetune_variants"], *config["adapt_variants"], SCRATCH, *kaldi]
+    return [BASELINE, *finetune_variants(config), *adapt_variants(config), SCRATCH, *kaldi]
 
 
 def front_end(system: str) -> str:
@@ -173,8 +185,8 @@ def training_sections(config: Mapping[str, Any], system: str) -> Dict[str, Any]:
             raise StageError(f"{KALDI_KO}: speed_perturb, noise_mix and regularizers with extra inputs are not "
                              "available for the imported model's features (MFCC + i-vectors); turn them off in "
                              "kaldi_ko.overrides.finetune")
-    elif system in config["adapt_variants"]:
-        sections = _merged(config, {"finetune": config["adapt_variants"][system]}, base="adapt")
+    elif system in adapt_variants(config):
+        sections = _merged(config, {"finetune": adapt_variants(config)[system]}, base="adapt")
         if sections["finetune"]["adapter"]["type"] == NO_ADAPTER["type"]:
             raise StageError(f"{system}: adapt.adapter.type is none: name one of {', '.join(ADAPTERS.names())} "
                              "(or make it a finetune_variants entry)")
@@ -202,6 +214,12 @@ def check_config(config: Mapping[str, Any]) -> None:
     unknown = sorted(set(config["alpha_sweep"]) - set(REGULARIZERS.names()))
     if unknown:
         raise StageError(f"alpha_sweep: {', '.join(unknown)} is no regularizer; known: {', '.join(REGULARIZERS.names())}")
+    if PLAIN not in finetune_variants(config):
+        raise StageError(f"finetune_variants must keep {PLAIN} (plain fine-tuning: what the reports compare against)")
+    try:  # the model section's shape rules (e.g. full_rate_layers < num_layers), before any job runs
+        build_model({**config["model"], "feature_dim": 1, "num_tokens": 2})
+    except ValueError as e:
+        raise StageError(f"model: {e}") from None
     for system in [BASELINE, SCRATCH, *fine_tuned_systems(config)]:
         training_sections(config, system)
 

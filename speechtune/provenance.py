@@ -46,10 +46,22 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _remove_stale_temporaries(final: Path) -> None:
-    """Temporaries left by a killed run of the same output."""
+    """Temporaries left by a killed run of the same output; a live process's are its own."""
     for stale in final.parent.glob(f".tmp-*-{final.name}"):
-        _remove(stale)
+        pid = stale.name.split("-")[1]
+        if not pid.isdigit() or int(pid) == os.getpid() or not _alive(int(pid)):
+            _remove(stale)
 
 
 @contextlib.contextmanager
@@ -92,6 +104,26 @@ def file_sha256(path: Path) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def directory_fingerprint(directory: Path) -> str:
+    """A hash of the files directly in ``directory`` (names and bytes; ``provenance.json``, which
+    holds times, left out): what identifies a lang dir's contents."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(directory).iterdir()):
+        if path.is_file() and path.name != "provenance.json":
+            digest.update(f"{path.name}\0{file_sha256(path)}\0".encode())
+    return digest.hexdigest()
+
+
+def code_fingerprint() -> str:
+    """A hash of the library's source (every ``speechtune/**/*.py``): results made by other
+    code are never taken for this code's (a training run resumes only with the same code)."""
+    digest = hashlib.sha256()
+    package = REPO_ROOT / "speechtune"
+    for path in sorted(package.rglob("*.py")):
+        digest.update(f"{path.relative_to(package)}\0{file_sha256(path)}\0".encode())
     return digest.hexdigest()
 
 

@@ -22,11 +22,12 @@ def write_tone(path: Path, seconds: float = 1.0, sample_rate: int = 16000, seed:
 def write_kaldi_dir(
     data_dir: Path, texts: Dict[str, str], wavs: Optional[Dict[str, Path]] = None
 ) -> Path:
-    """A Kaldi data dir with one recording per utterance; speaker = the id's prefix before '-'."""
+    """A Kaldi data dir with one recording per utterance (1.5 s and up: long enough to say
+    a short command); speaker = the id's prefix before '-'."""
     data_dir.mkdir(parents=True, exist_ok=True)
     if wavs is None:
         wavs = {
-            utt: write_tone(data_dir / "wav" / f"{utt}.wav", seconds=0.5 + 0.1 * i, seed=i)
+            utt: write_tone(data_dir / "wav" / f"{utt}.wav", seconds=1.5 + 0.1 * i, seed=i)
             for i, utt in enumerate(sorted(texts))
         }
     (data_dir / "wav.scp").write_text("".join(f"{u} {wavs[u]}\n" for u in sorted(wavs)))

@@ -12,7 +12,6 @@ import soundfile as sf
 
 import local.embedded_corpus as embedded_corpus
 import stages.corpus as corpus_stage
-from local import embedded_corpus
 from local.embedded_corpus import Room, Speaker, Utterance, mix_at_snr, noise_clip, plan_corpus, synthesize
 from local.target_grammar import intent_sentences
 from speechtune.errors import StageError

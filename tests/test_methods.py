@@ -2,13 +2,11 @@
 come from, freezing, adapters, output-layer transfer, and alpha = 0 = plain fine-tuning --
 on random features and a char lexicon written here, through the real training loop."""
 import json
-from pathlib import Path
 from typing import Dict
 
-import numpy as np
 import pytest
 import torch
-from lhotse import CutSet, Features, MonoCut, NumpyFilesWriter, SupervisionSegment
+from lhotse import CutSet
 from lhotse.utils import fastcopy
 
 from speechtune import experiment
@@ -26,50 +24,8 @@ from speechtune.training.losses import build_loss
 from stages import finetune as finetune_stage
 from stages import import_kaldi
 from tests.test_kaldi_nnet3 import write_model_dir
+from tests.tiny_training import FEATURE_DIM, LOSS, METHOD, MODEL, TRAIN, feature_cuts
 from tests.test_losses import CHAR_LEXICON, write_char_lang_dir
-
-FEATURE_DIM = 20
-LOSS = {"type": "ctc", "output_beam": 10.0, "den_scale": 1.0, "ctc_weight": 0.0, "oov": "<UNK>"}
-MODEL = {
-    "type": "tdnnf", "feature_dim": FEATURE_DIM, "input_norm": "batchnorm", "num_layers": 4,
-    "full_rate_layers": 2, "hidden_dim": 32, "bottleneck_dim": 12, "prefinal_dim": 16,
-    "bypass_scale": 0.66, "subsampling_factor": 3, "dropout": 0.0,
-}
-TRAIN = {
-    "epochs": 2, "lr": 0.003, "lr_decay": 0.9, "warmup_steps": 1, "weight_decay": 0.0, "grad_clip": 5.0,
-    "max_duration": 1.5, "average_last": 1, "save_every_steps": 0, "threads": 1,
-}
-METHOD = {
-    "regularizer": {"type": "none", "alpha": 0.0}, "init_modules": ["*"], "freeze": [], "lr_factors": {},
-    "adapter": {"type": "none", "dim": 0, "domain": "target"}, "spec_augment": False, "speed_perturb": False,
-    "early_stopping_patience": 0, "model_selection": "last",
-}
-WORDS = ["ON", "OFF", "NO", "TOE", "NET"]
-
-
-def feature_cuts(directory: Path, prefix: str, count: int, seed: int, dim: int = FEATURE_DIM) -> CutSet:
-    """``count`` cuts of random ``dim``-dim features (0.6-1.0 s) with transcripts of lexicon words."""
-    rng = np.random.default_rng(seed)
-    cuts = []
-    directory.mkdir(parents=True, exist_ok=True)
-    with NumpyFilesWriter(directory / f"{prefix}_feats") as writer:
-        for i in range(count):
-            cut_id = f"{prefix}-{i:03d}"
-            frames = int(rng.integers(60, 100))
-            key = writer.write(cut_id, rng.standard_normal((frames, dim)).astype(np.float32))
-            duration = frames * 0.01
-            features = Features(
-                type="fbank", num_frames=frames, num_features=dim, frame_shift=0.01,
-                sampling_rate=16000, start=0.0, duration=duration, storage_type=writer.name,
-                storage_path=str(writer.storage_path), storage_key=key, recording_id=cut_id, channels=0,
-            )
-            text = " ".join(rng.choice(WORDS, size=2))
-            supervision = SupervisionSegment(id=cut_id, recording_id=cut_id, start=0.0, duration=duration,
-                                             text=text, speaker=prefix)
-            cuts.append(MonoCut(id=cut_id, start=0.0, duration=duration, channel=0,
-                                supervisions=[supervision], features=features))
-    return CutSet.from_cuts(cuts)
-
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> Dict[str, object]:

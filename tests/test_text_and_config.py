@@ -5,8 +5,9 @@ import sys
 
 import pytest
 
-from speechtune.config import deep_merge, load_config, validate_config
-from speechtune.errors import ConfigError
+from speechtune import experiment
+from speechtune.config import DEFAULT_CONFIG_PATH, deep_merge, load_config, validate_config
+from speechtune.errors import ConfigError, StageError
 from speechtune.text import normalize_text
 from tests.conftest import REPO_ROOT
 
@@ -20,6 +21,9 @@ from tests.conftest import REPO_ROOT
         ("\uff34\uff55\uff52\uff4e off", "TURN OFF"),  # full-width letters (NFKC)
         ("  ...  ", ""),
         ("room 101", "ROOM 101"),  # digits are kept, never guessed
+        ("\x1b[31mturn\x1b[0m on", "TURN ON"),  # terminal colour codes are no words
+        ("turn\ton\x00the lights", "TURN ON THE LIGHTS"),  # control characters separate words
+        ("play <UNK> jazz", "PLAY <UNK> JAZZ"),  # the OOV word passes
     ],
 )
 def test_normalize_text(raw, expected):
@@ -69,3 +73,26 @@ def test_stage_cli_rejects_bad_section_json_with_one_clear_line():
     assert result.returncode == 1
     assert "unknown key 'prepare.max_skip_fractoin'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_yaml_syntax_error_names_file_line_and_column(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("finetune:\n  lr: [0.1\n  epochs: 3\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml:3:\d+: not valid YAML"):
+        load_config([DEFAULT_CONFIG_PATH, bad])
+
+
+def test_a_preset_removes_a_variant_with_null(tmp_path):
+    preset = tmp_path / "fewer.yaml"
+    preset.write_text("finetune_variants: {finetuned_mmi: null}\nadapt_variants: {adapted_lhuc: null}\n")
+    config = load_config([DEFAULT_CONFIG_PATH, preset])
+    experiment.check_config(config)
+    names = experiment.system_names(config)
+    assert "finetuned_mmi" not in names and "adapted_lhuc" not in names and "finetuned_kld" in names
+
+
+def test_model_shape_errors_fail_before_any_job_runs():
+    config = load_config([DEFAULT_CONFIG_PATH])
+    config["model"]["full_rate_layers"] = config["model"]["num_layers"]
+    with pytest.raises(StageError, match="model: .*full_rate_layers"):
+        experiment.check_config(config)

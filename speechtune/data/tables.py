@@ -6,7 +6,8 @@
     hyps = read_word_table(Path("exp/finetuned/decode/target_test/hlg/hyp.txt"))  # {utt: [words]}
     write_table(Path("hyp.txt"), [("utt1", "TURN ON"), ("utt2", "")])   # "utt2" alone: no words
 
-The key ends at the first space or tab. A duplicate key, a line that starts with whitespace or a
+The key ends at the first space or tab (Kaldi accepts either); a UTF-8 byte-order mark before
+the first key is dropped. A duplicate key, a line that starts with whitespace or a
 key that is not UTF-8 is an error naming the file and line: Kaldi's tools would silently use
 one of two lines, and which one is a wrong result waiting to happen.
 """
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Literal, Tuple, Union, overload
 
 from speechtune.errors import StageError
+
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @overload
@@ -34,6 +37,8 @@ def read_table(path: Path, binary_values: bool = False,
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             line = raw.rstrip(b"\r\n")
+            if lineno == 1 and line.startswith(UTF8_BOM):  # an editor's mark, not part of the first id
+                line = line[len(UTF8_BOM):]
             if not line.strip():
                 continue
             if line[:1].isspace():

@@ -35,7 +35,7 @@ from speechtune.finetuning.regularizers import REGULARIZERS, regularized_objecti
 from speechtune.models import trainable_parameters
 from speechtune.models.adapters import NO_ADAPTER
 from speechtune.training.batches import augmentation_inputs
-from speechtune.training.inputs import ExtraInput
+from speechtune.training.inputs import ExtraInput, input_fingerprint
 from speechtune.training.recipe import Recipe
 
 log = logging.getLogger("speechtune.finetuning")
@@ -81,11 +81,14 @@ class FineTuning(Recipe):
         if missing:
             raise StageError(f"finetune.regularizer {self.regularizer_name} needs {', '.join(missing)}")
         self.regularizer = regularizer(self.start, inputs)
+        self.inputs = {spec.name: inputs[spec.name] for spec in regularizer.inputs}
         self.model_params = {**self.start.model_params, "adapter": dict(params["adapter"])}
         self.frozen_modules: List[nn.Module] = []
 
-    def fingerprint(self) -> str:
-        return self.start.fingerprint()
+    def fingerprint(self) -> Dict[str, Any]:
+        """The pretrained checkpoint's hash and the regularizer's inputs' fingerprints."""
+        return {"pretrained": self.start.fingerprint(),
+                "inputs": {name: input_fingerprint(value) for name, value in sorted(self.inputs.items())}}
 
     def prepare(self, model: nn.Module, loss_params: Mapping[str, Any], max_duration: float, seed: int) -> None:
         """Load the ``init_modules`` from the pretrained model (the output layer's shared rows

@@ -61,13 +61,13 @@ from lhotse import CutSet
 from speechtune.data.tables import write_table
 from speechtune.errors import StageError
 from speechtune.provenance import StageRun, atomic_dir
-from speechtune.text import normalize_text
+from speechtune.text import OOV_WORD, normalize_text
 
 log = logging.getLogger("speechtune.lang")
 
 BLANK = "<blk>"
 SOS_EOS = "<sos/eos>"  # icefall's BPE models reserve it (id 1) for attention decoders
-UNK_WORD = "<UNK>"
+UNK_WORD = OOV_WORD
 SPOKEN_NOISE = "SPN"
 EPS = "<eps>"
 WORD_DISAMBIG = "#0"  # G's back-off arcs carry it (kaldilm --disambig-symbol)

@@ -11,6 +11,7 @@ A system directory holds ``epoch-<n>.pt`` (end of epoch ``n``), ``checkpoint-<st
 (mid-epoch, every ``save_every_steps``; :func:`remove_old_checkpoints` keeps the last two) and
 ``model.pt`` (the average the loop chose).
 """
+import logging
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, NamedTuple
 
@@ -20,6 +21,8 @@ from torch import nn
 from speechtune.errors import StageError
 from speechtune.models import build_model
 from speechtune.provenance import atomic_file
+
+log = logging.getLogger("speechtune.training")
 
 
 class Checkpoint(NamedTuple):
@@ -37,17 +40,32 @@ def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> Dict[str, Any]:
-    """A checkpoint's dict, tensors on the CPU; a StageError naming the stage when missing."""
+    """A checkpoint's dict, tensors on the CPU; a StageError naming the file when it is missing
+    or not a whole checkpoint (truncated, not torch's format)."""
     if not Path(path).is_file():
         raise StageError(f"{path} is missing: train that system first")
-    return torch.load(path, map_location="cpu")
+    try:
+        checkpoint = torch.load(path, map_location="cpu")
+    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for a bad file
+        raise StageError(f"{path} is not a readable checkpoint ({type(e).__name__}: {' '.join(str(e).split())[:120]}); "
+                         "delete it and rerun the stage that writes it") from None
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+        raise StageError(f"{path} is not a checkpoint (no 'model' state dict); delete it and rerun the stage that writes it")
+    return checkpoint
 
 
 def find_checkpoints(exp_dir: Path) -> List[Checkpoint]:
-    """Every epoch and mid-epoch checkpoint in ``exp_dir``, oldest (fewest steps) first."""
+    """Every readable epoch and mid-epoch checkpoint in ``exp_dir``, oldest (fewest steps)
+    first. An unreadable one (a disk filled up, a file cut short by hand) is removed with a
+    warning, so the run falls back to the previous one."""
     found = []
     for path in list(exp_dir.glob("epoch-*.pt")) + list(exp_dir.glob("checkpoint-*.pt")):
-        checkpoint = torch.load(path, map_location="cpu")
+        try:
+            checkpoint = load_checkpoint(path)
+        except StageError as e:
+            log.warning("removing %s: %s", path, e)
+            path.unlink()
+            continue
         found.append(Checkpoint(checkpoint["step"], path, checkpoint["config_hash"]))
     return sorted(found)
 
@@ -64,7 +82,7 @@ def average_checkpoints(paths: List[Path]) -> Dict[str, torch.Tensor]:
     """The element-wise mean of the checkpoints' models (icefall's average_checkpoints)."""
     average: Dict[str, torch.Tensor] = {}
     for path in paths:
-        state = torch.load(path, map_location="cpu")["model"]
+        state = load_checkpoint(path)["model"]
         for key, value in state.items():
             if value.is_floating_point():
                 average[key] = average.get(key, 0) + value.double() / len(paths)

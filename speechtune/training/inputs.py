@@ -14,8 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from speechtune.data.cuts import load_cuts
+from lhotse import CutSet
+
+from speechtune.data.cuts import cuts_fingerprint, load_cuts
 from speechtune.errors import StageError
+from speechtune.provenance import directory_fingerprint
 
 KINDS = ("cuts", "lang")
 
@@ -53,3 +56,9 @@ def load_extra_input(spec: ExtraInput, path: Path) -> Any:
     if not (Path(path) / "tokens.txt").is_file():
         raise StageError(f"{spec.option} {path}: not a lang dir (no tokens.txt); run the lang stage first")
     return Path(path)
+
+
+def input_fingerprint(value: Any) -> str:
+    """A loaded input's fingerprint, for the resume key: cuts by their cuts and feature files,
+    a lang dir by its files."""
+    return cuts_fingerprint(value) if isinstance(value, CutSet) else directory_fingerprint(Path(value))

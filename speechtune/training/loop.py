@@ -19,10 +19,12 @@ methods are recipes). Its system directory, e.g. ``exp/finetuned/``, holds::
     log/log-train.txt     this log, appended on resume
     provenance.json       resolved config, versions, seed, train_seconds
 
-A rerun resumes from the newest checkpoint written with the same config (``config_hash``,
-which covers the recipe's fingerprint: the pretrained start's file hash when fine-tuning),
-mid-epoch included (the sampler's state is saved), and says so in the log; a checkpoint from a
-different config is never resumed.
+A rerun resumes from the newest checkpoint written with the same resume key (``config_hash``:
+the config, the seed, and fingerprints of the training and validation cuts with their feature
+files, the lang dir, the start (the pretrained checkpoint's hash and a method's extra inputs) and
+the library's code), mid-epoch included (the sampler's state is saved), and says so in the log;
+a checkpoint written for anything else is removed, never resumed. ``provenance.json`` records
+the fingerprints.
 
 Keys of ``train_params`` besides the schema's training keys (absent means off): the
 augmentations of :mod:`speechtune.training.batches`, ``early_stopping_patience`` (stop after
@@ -48,11 +50,12 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from speechtune.data.cuts import cuts_fingerprint
 from speechtune.errors import StageError
 from speechtune.lang.graphs import build_graph_compiler, output_tokens, save_fsa
 from speechtune.models import build_model, num_parameters, trainable_parameters
 from speechtune.models.layers import ORTHONORMAL_CONSTRAINT_INTERVAL
-from speechtune.provenance import StageRun
+from speechtune.provenance import StageRun, code_fingerprint, directory_fingerprint
 from speechtune.training.batches import batch_log_probs, make_loader
 from speechtune.training.checkpoint import (average_checkpoints, find_checkpoints, load_checkpoint,
                                             remove_old_checkpoints, save_checkpoint)
@@ -62,6 +65,9 @@ from speechtune.training.recipe import Recipe
 log = logging.getLogger("speechtune.training")
 
 MODEL_SELECTIONS = ("last", "best_valid")
+# Batches in a row with no utterance that can align to its frames before training stops: the
+# data (transcripts far longer than their audio, a wrong lang dir) cannot be trained on.
+MAX_UNUSABLE_BATCHES_IN_A_ROW = 10
 
 
 def model_params_for(model_section: Mapping[str, Any], lang_dir: Path, cuts: CutSet) -> Dict[str, Any]:
@@ -112,6 +118,8 @@ class Progress:
     first_epoch: int = 1
     train_seconds: float = 0.0
     valid_losses: List[float] = field(default_factory=list)
+    skipped_utterances: int = 0   # with an infinite loss: left out of their batch's sum
+    skipped_batches: int = 0      # with no usable utterance at all: no step
 
 
 @dataclass
@@ -124,6 +132,7 @@ class Training:
     loss_params: Mapping[str, Any]
     recipe: Recipe
     resume_key: str
+    fingerprints: Dict[str, Any]
     tokens: Dict[str, int]
     model: nn.Module
     loss_fn: nn.Module
@@ -140,6 +149,7 @@ class Training:
             "epoch": epoch, "step": progress.step, "config_hash": self.resume_key,
             "model_params": dict(self.model.params), "loss_params": dict(self.loss_params), "tokens": self.tokens,
             "train_seconds": progress.train_seconds, "valid_losses": progress.valid_losses, "seed": self.run.seed,
+            "skipped_utterances": progress.skipped_utterances, "skipped_batches": progress.skipped_batches,
         }
 
 
@@ -151,7 +161,10 @@ def set_up(run: StageRun, exp_dir: Path, lang_dir: Path, train_cuts: CutSet, val
     (exp_dir / "log").mkdir(exist_ok=True)
     file_log = logging.FileHandler(exp_dir / "log" / "log-train.txt")
     file_log.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
-    logging.getLogger("speechtune").addHandler(file_log)
+    library_log = logging.getLogger("speechtune")
+    library_log.addHandler(file_log)
+    if library_log.getEffectiveLevel() > logging.INFO:  # log-train.txt holds the INFO lines, whoever calls
+        library_log.setLevel(logging.INFO)
     device = torch.device("cpu")
     # lhotse's SpecAugment draws from all three generators.
     torch.manual_seed(run.seed)
@@ -159,8 +172,15 @@ def set_up(run: StageRun, exp_dir: Path, lang_dir: Path, train_cuts: CutSet, val
     np.random.seed(run.seed)
     torch.set_num_threads(train_params["threads"])
 
-    run_config = {"model": model_params, "loss": loss_params, "train": train_params,
-                  "seed": run.seed, "init": recipe.fingerprint()}
+    # The resume key: everything the result depends on. A checkpoint written with other data,
+    # another lang dir, start, config or library code is never resumed.
+    fingerprints = {
+        "train_cuts": cuts_fingerprint(train_cuts), "valid_cuts": cuts_fingerprint(valid_cuts),
+        "noise_cuts": cuts_fingerprint(noise_cuts) if noise_cuts is not None else None,
+        "lang_dir": directory_fingerprint(lang_dir), "start": recipe.fingerprint(), "code": code_fingerprint(),
+    }
+    run_config = {"model": model_params, "loss": loss_params, "train": train_params, "seed": run.seed,
+                  "inputs": fingerprints}
     compiler = build_graph_compiler(lang_dir, loss_params, device)
     model = build_model(model_params).to(device)
     recipe.prepare(model, loss_params, train_params["max_duration"], run.seed)
@@ -174,7 +194,7 @@ def set_up(run: StageRun, exp_dir: Path, lang_dir: Path, train_cuts: CutSet, val
                                spec_augment=train_params.get("spec_augment", False),
                                noise_mix=train_params.get("noise_mix"), noise_cuts=noise_cuts)
     valid_loader = make_loader(valid_cuts, train_params["max_duration"], shuffle=False, seed=run.seed)
-    return Training(run, exp_dir, train_params, loss_params, recipe, config_hash(run_config),
+    return Training(run, exp_dir, train_params, loss_params, recipe, config_hash(run_config), fingerprints,
                     output_tokens(lang_dir), model, loss_fn, optimizer, train_loader, valid_loader, device, file_log)
 
 
@@ -196,7 +216,7 @@ def resume(t: Training) -> Progress:
     t.model.load_state_dict(checkpoint["model"])
     t.optimizer.load_state_dict(checkpoint["optimizer"])
     progress = Progress(checkpoint["step"], checkpoint["epoch"], checkpoint["train_seconds"],
-                        checkpoint["valid_losses"])
+                        checkpoint["valid_losses"], checkpoint["skipped_utterances"], checkpoint["skipped_batches"])
     if checkpoint["sampler"] is not None:
         t.train_loader.sampler.load_state_dict(checkpoint["sampler"])
     else:
@@ -211,16 +231,28 @@ def train_one_epoch(t: Training, progress: Progress, epoch: int, writer: Summary
     params, model, optimizer = t.train_params, t.model, t.optimizer
     t.recipe.train_mode(model)
     t.train_loader.sampler.set_epoch(epoch)
-    epoch_loss, epoch_frames = 0.0, 0
+    epoch_loss, epoch_frames, steps_before, batches, unusable_in_a_row = 0.0, 0, progress.step, 0, 0
     started = time.time()
     bar = tqdm(t.train_loader, desc=f"{t.run.stage} epoch {epoch}", unit="batch", mininterval=5)
     for batch in bar:
+        batches += 1
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(params, progress.step, epoch) * group.get("lr_factor", 1.0)
         log_probs = batch_log_probs(model, batch, t.device)
         loss, info = t.loss_fn(log_probs, batch["supervisions"])
+        if info["skipped"]:
+            progress.skipped_utterances += info["skipped"]
+            log.warning("epoch %d, batch %d: %d of %d utterances left out: their transcript cannot align to "
+                        "their frames (infinite loss: longer than the audio allows, or for LF-MMI a token pair "
+                        "P has not seen)", epoch, batches, info["skipped"], info["skipped"] + info["utterances"])
         if info["frames"] == 0:
+            progress.skipped_batches += 1
+            unusable_in_a_row += 1
+            if unusable_in_a_row >= MAX_UNUSABLE_BATCHES_IN_A_ROW:
+                raise StageError(f"{t.exp_dir}: {unusable_in_a_row} batches in a row without one utterance that "
+                                 "aligns to its frames: check the transcripts against the audio and the lang dir")
             continue
+        unusable_in_a_row = 0
         objective, terms = t.recipe.objective(model, batch, log_probs, loss, info)
         optimizer.zero_grad()
         objective.backward()
@@ -245,6 +277,9 @@ def train_one_epoch(t: Training, progress: Progress, epoch: int, writer: Summary
                             t.state(progress, epoch, t.train_loader.sampler.state_dict()))
             remove_old_checkpoints(t.exp_dir)
     progress.train_seconds += time.time() - started
+    if batches and progress.step == steps_before:  # (a run resumed at an epoch's end sees no batch)
+        raise StageError(f"{t.exp_dir}: epoch {epoch} had no batch with an utterance that aligns to its frames: "
+                         "check the transcripts against the audio and the lang dir")
     progress.valid_losses.append(validation_loss(model, t.loss_fn, t.valid_loader, t.device))
     writer.add_scalar("valid/loss", progress.valid_losses[-1], progress.step)
     log.info("epoch %d: train loss %.4f, valid loss %.4f per frame, %d steps, %.0f s so far", epoch,
@@ -266,9 +301,11 @@ def finish(t: Training, progress: Progress) -> Dict[str, Any]:
     summary = {
         "train_seconds": round(progress.train_seconds, 1), "steps": progress.step,
         "epochs_trained": len(progress.valid_losses), "averaged_epochs": chosen,
+        "skipped_utterances": progress.skipped_utterances, "skipped_batches": progress.skipped_batches,
         "parameters": num_parameters(t.model), "trainable_parameters": trainable_parameters(t.model),
         **t.recipe.describe(),
         "valid_loss": validation_loss(t.model, t.loss_fn, t.valid_loader, t.device),
+        "input_fingerprints": t.fingerprints,
     }
     save_checkpoint(t.exp_dir / "model.pt", {**t.state(progress, len(progress.valid_losses), None),
                                              "averaged_epochs": chosen})

@@ -11,7 +11,7 @@ regularized objective. The loop calls, in this order::
     objective, terms = recipe.objective(model, batch, log_probs, loss, info)   # every step
     recipe.describe()                        # facts for provenance.json (e.g. regularizer, alpha)
 """
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Tuple
 
 import torch
 from torch import nn
@@ -21,8 +21,8 @@ class Recipe:
     """Every parameter trains from its random initialization; the objective is the task loss
     per frame."""
 
-    def fingerprint(self) -> Optional[str]:
-        """What identifies the start (None: random initialization, fixed by the seed)."""
+    def fingerprint(self) -> Any:
+        """What identifies the start, JSON-able (None: random initialization, fixed by the seed)."""
         return None
 
     def prepare(self, model: nn.Module, loss_params: Mapping[str, Any], max_duration: float, seed: int) -> None:
