@@ -13,21 +13,19 @@ import sys
 from pathlib import Path
 
 import torch
-from lhotse.dataset import K2SpeechRecognitionDataset, SimpleCutSampler
-from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from speechtune import experiment as ex  # noqa: E402
 from speechtune.config import DEFAULT_CONFIG_PATH, load_config  # noqa: E402
 from speechtune.data.cuts import load_cuts  # noqa: E402
-from speechtune.decoding import decode_cuts, load_hlg, read_symbols  # noqa: E402
+from speechtune.decoding import decode_cuts, decode_loader, load_hlg, read_symbols  # noqa: E402
 from speechtune.training.checkpoint import model_from_checkpoint  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--system", default="finetuned")
-    parser.add_argument("--testsets", nargs="+", default=list(ex.TESTSETS))
+    parser.add_argument("--testsets", nargs="+", help="default: the config's")
     parser.add_argument("--config", type=Path, action="append", default=[], help="presets layered on the default")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -35,13 +33,11 @@ def main() -> None:
     params = config["decode"]
     model = model_from_checkpoint(Path(ex.system_dir(args.system)) / "model.pt")
     print(f"{'test set':<14} {'audio s':>8} {'HLG RTF':>8} {'greedy RTF':>10} {'HLG/greedy':>10}")
-    for testset in args.testsets:
+    for testset in args.testsets or ex.testsets(config):
         domain = ex.testset_domain(testset)
         lang_dir = Path(ex.lang_dir(config, domain))
         cuts = load_cuts(Path(ex.feature_cuts(testset, ex.front_end(args.system))))
-        loader = DataLoader(K2SpeechRecognitionDataset(return_cuts=True),
-                            sampler=SimpleCutSampler(cuts, max_duration=params["max_duration"]), batch_size=None)
-        _, seconds = decode_cuts(model, loader, load_hlg(lang_dir, domain), read_symbols(lang_dir / "words.txt"),
+        _, seconds = decode_cuts(model, decode_loader(cuts, params), load_hlg(lang_dir, domain), read_symbols(lang_dir / "words.txt"),
                                  read_symbols(lang_dir / "tokens.txt"), params)
         audio = sum(cut.duration for cut in cuts)
         hlg, greedy = seconds["hlg"] / audio, seconds["greedy"] / audio

@@ -1,33 +1,40 @@
 """The embedded default corpus: who says what, in which room, and its audio.
 
-- **source**: WordNet's example sentences (``local.source_text``) read, clean, by espeak-ng.
-  A speaker is an accent + variant (``-v en-us+m3``), a rate (``-s``) and a pitch (``-p``);
-  test speakers use accent + variant pairs no training speaker has.
-- **target**: smart-speaker commands (``local.target_grammar``) read by flite voices, through
-  sox reverb and background noise. A speaker is a voice + ``duration_stretch`` +
-  ``int_f0_target_mean``; train and dev share the training voices' speakers, test has the
-  held-out voices and fresh settings of the training voices.
+- **source** (pretraining): WordNet's example sentences (``local.source_text``) read, clean, by
+  many kinds of voice: every family of ``local.voices`` the config lists under
+  ``corpus.source.families``, each with many speakers (a voice of the family plus a value of
+  each of its settings: rate, pitch, formant shift, ...).
+- **target** (fine-tuning): smart-speaker commands (``local.target_grammar``) read by speakers
+  of the same families that no source utterance has, through sox reverb and background noise.
+  ``dev`` is read by the ``train`` speakers (it holds out sentences), ``test`` by speakers of
+  its own, and ``test_unseen`` (the ``test`` sentences again) by a family that reads nothing
+  else in either domain: a kind of voice no training data has.
+
+A family's ``speakers`` mapping says how many speakers read each split. A setting belongs to
+one domain by its hash (``_domain_of``), so the two domains, each planned from its own config
+section, never share a speaker.
 
 ``plan_corpus`` turns a domain's config and a seed into one ``SplitPlan`` per split. A plan
 says what its ``i``-th utterance is from ``i`` alone, so parallel synthesis gives the same
 corpus however the work is scheduled; ``synthesize`` makes the audio::
 
     plans = plan_corpus("target", load_config([])["corpus"]["target"], seed=1234)
-    utt = plans["test"].utterance(0)    # Utterance(id='tgt-spk07-test-00000', ...)
+    utt = plans["test"].utterance(0)    # Utterance(id='tgt-flite-002-test-00000', ...)
     audio = synthesize(utt)             # float32, 16 kHz mono, |peak| <= 1
 
 ``write_corpus`` is the ``corpus`` stage (Kaldi data dirs of 16 kHz WAVs, one per split);
 ``write_noise`` the ``noise`` stage's recordings.
 """
 import functools
+import hashlib
+import logging
 import random
 import shutil
-import subprocess
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from shlex import join as shell_join
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Collection, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -37,27 +44,21 @@ from tqdm import tqdm
 
 from local.source_text import WORDNET_DIR, WORDNET_FILES, wordnet_sentences
 from local.target_grammar import sample_sentences
+from local.voices import (FAMILIES, SAMPLE_RATE, SOX, SOX_FLOAT_OUTPUT, Speaker, debian_version, install_hint,
+                          run_command, speak)
 from speechtune.data.tables import write_table
 from speechtune.errors import ConfigError, StageError
 from speechtune.provenance import StageRun, atomic_dir
 
-SAMPLE_RATE = 16000
-SPLITS = {"source": ("train", "test"), "target": ("train", "dev", "test")}
-TOOLS = {"source": ("espeak-ng", "sox"), "target": ("flite", "sox")}
-DEBIAN_PACKAGE = {"espeak-ng": "espeak-ng", "flite": "flite", "sox": "sox"}
-
-# -R seeds sox's random generators (dither, noise), so a rerun is byte-identical;
-# -G lowers the gain where reverb or resampling would clip.
-SOX = ("sox", "-R", "-G")
-SOX_FLOAT_OUTPUT = ("-t", "f32", "-r", str(SAMPLE_RATE), "-c", "1", "-")
+DOMAINS = ("source", "target")
+SPEAKER_PREFIX = {"source": "src", "target": "tgt"}
+SPEAKERS_OF = {"dev": "train"}         # dev is read by the training speakers
+SENTENCES_OF = {"test_unseen": "test"}  # the same sentences as test, by voices no split has
+UNSEEN_SPLIT = "test_unseen"
+SOX_FLOAT_INPUT = ("-t", "f32", "-r", str(SAMPLE_RATE), "-c", "1", "-")
 NOISE_SECONDS = 60
 
-
-@dataclass(frozen=True)
-class Speaker:
-    id: str                   # Kaldi speaker id, e.g. "src-spk03"
-    voice: str                # what spk2voice says, e.g. "espeak-ng voice=en-us+m3 rate=160 pitch=45"
-    command: Tuple[str, ...]  # the synthesizer's command line; the text goes last
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,12 +76,13 @@ class Utterance:
     speaker: Speaker
     text: str                 # the normalized transcript
     room: Optional[Room]      # None: clean
+    seed: int = 0             # what the voice draws at random (piper's noise)
 
 
 @dataclass(frozen=True)
 class SplitPlan:
-    """What a split's utterances are drawn from: its speakers, its sentences in reading
-    order and, for a noisy domain, the config's room ranges."""
+    """What a split's utterances are drawn from: its speakers (in turn order), its sentences in
+    reading order and, for a noisy domain, the config's room ranges."""
 
     domain: str
     split: str
@@ -93,8 +95,8 @@ class SplitPlan:
         if not self.speakers or not self.sentences:
             raise ConfigError(
                 f"corpus.{self.domain}: split '{self.split}' has {len(self.speakers)} speakers and "
-                f"{len(self.sentences)} sentences; it needs some of each (raise the voice counts "
-                f"or test_sentence_fraction)"
+                f"{len(self.sentences)} sentences; it needs some of each (raise a family's "
+                f"speakers.{SPEAKERS_OF.get(self.split, self.split)} or test_sentence_fraction)"
             )
 
     def utterance(self, i: int) -> Utterance:
@@ -103,10 +105,11 @@ class SplitPlan:
         # Speakers take turns, so every one is heard; the turn shifts each time the sentences
         # wrap around, so a repeated sentence gets a new reader.
         speaker = self.speakers[(i + i // n_sentences) % len(self.speakers)]
-        room = None
-        if self.room_ranges is not None:
-            room = _draw_room(self.room_ranges, random.Random(f"{self.seed}/{self.domain}/{self.split}/{i}"))
-        return Utterance(f"{speaker.id}-{self.split}-{i:05d}", speaker, self.sentences[i % n_sentences], room)
+        rng = random.Random(f"{self.seed}/{self.domain}/{self.split}/{i}")
+        voice_seed = rng.getrandbits(32)
+        room = None if self.room_ranges is None else _draw_room(self.room_ranges, rng)
+        text = self.sentences[i % n_sentences]
+        return Utterance(f"{speaker.id}-{self.split}-{i:05d}", speaker, text, room, voice_seed)
 
 
 def _draw_room(ranges: Mapping[str, Any], rng: random.Random) -> Room:
@@ -129,130 +132,167 @@ def _hold_out(sentences: Sequence[str], fraction: float) -> Tuple[List[str], Lis
 # Environment
 
 
-def check_environment(domain: str, config: Mapping[str, Any]) -> None:
-    """Fail early, naming the Debian package to install, when a synthesizer or WordNet is
-    missing, and when the config names a flite voice this flite lacks (flite would silently
-    read with its default voice instead)."""
-    for tool in TOOLS[domain]:
-        if shutil.which(tool) is None:
-            raise StageError(_install_hint(f"{tool} not found", DEBIAN_PACKAGE[tool]))
+def families(config: Mapping[str, Any]) -> Dict[str, Mapping[str, Any]]:
+    """The families of a domain's config that read something: ``{name: family config}``
+    (a preset drops one with null or zero speakers)."""
+    return {name: family for name, family in sorted(config["families"].items())
+            if family is not None and any(family["speakers"].values())}
+
+
+def check_environment(domain: str, config: Mapping[str, Any]) -> Dict[str, str]:
+    """The optional families to leave out, ``{name: what is missing}``; fail, naming the
+    Debian or pip package to install, when a required family's engine, sox or WordNet is
+    missing, or when leaving out optional families would leave a split with no speakers."""
+    skipped = {}
+    for name, family_config in families(config).items():
+        family = FAMILIES.get(name)()
+        problem = family.missing(family.voices(family_config))
+        if problem is None:
+            continue
+        if not family_config["optional"]:
+            raise StageError(f"corpus.{domain}.families.{name}: {problem}")
+        log.warning("corpus.%s.families.%s is optional and left out: %s", domain, name, problem)
+        skipped[name] = problem
+    for split in config["splits"]:
+        readers = [name for name, family in families(config).items()
+                   if family["speakers"].get(SPEAKERS_OF.get(split, split))]
+        if readers and set(readers) <= set(skipped):
+            raise StageError(f"corpus.{domain}: split '{split}' is read by {', '.join(readers)} only, "
+                             f"and {readers[0]} is missing: {skipped[readers[0]]}")
+    if shutil.which("sox") is None:
+        raise StageError(install_hint("sox not found", "sox"))
     if domain == "source":
         for name in WORDNET_FILES:
             if not (WORDNET_DIR / name).is_file():
-                raise StageError(_install_hint(f"{WORDNET_DIR / name} not found", "wordnet-base"))
-    else:
-        # `flite -lv` prints "Voices available: kal awb_time kal16 awb rms slt".
-        available = _run(["flite", "-lv"]).decode().split(":", 1)[1].split()
-        for voice in [*config["train_voices"], *config["test_voices"]]:
-            if voice not in available:
-                raise ConfigError(
-                    f"corpus.target: flite has no voice '{voice}'; it has {', '.join(available)}"
-                )
+                raise StageError(install_hint(f"{WORDNET_DIR / name} not found", "wordnet-base"))
+    return skipped
 
 
-def _install_hint(problem: str, package: str) -> str:
-    return f"{problem}: install the Debian package with `apt-get install {package}` (or run `make setup`)"
+def _unseen_families(target: Mapping[str, Any]) -> List[str]:
+    """The target families that read ``test_unseen``."""
+    return [name for name, family in families(target).items() if family["speakers"].get(UNSEEN_SPLIT)]
 
 
-def tool_versions(domain: str) -> Dict[str, str]:
-    """What each synthesizer says with ``--version``, for provenance."""
-    # Not _run: `flite --version` prints its version and exits with status 1.
-    return {
-        tool: " ".join(subprocess.run([tool, "--version"], capture_output=True, text=True).stdout.split())
-        for tool in TOOLS[domain]
-    }
+def _check_unseen(domain: str, config: Mapping[str, Any], unseen: Collection[str]) -> None:
+    for name, family in families(config).items():
+        others = sorted(split for split, n in family["speakers"].items() if n and split != UNSEEN_SPLIT)
+        if name in unseen and others:
+            raise ConfigError(
+                f"corpus.{domain}.families.{name} reads {', '.join(others)}, but it reads target "
+                f"{UNSEEN_SPLIT}, a kind of voice no training data may have: set its other speakers to 0 "
+                f"or choose another family for {UNSEEN_SPLIT}"
+            )
+
+
+def check_unseen_split(corpus: Mapping[str, Any]) -> None:
+    """The families that read target ``test_unseen`` read nothing else, in either domain
+    (``corpus`` is the whole ``corpus`` section: each corpus stage sees one domain only, and
+    checks its own)::
+
+        check_unseen_split(load_config([])["corpus"])   # a ConfigError naming the family if not
+    """
+    unseen = _unseen_families(corpus["target"])
+    for domain in DOMAINS:
+        _check_unseen(domain, corpus[domain], unseen)
+
+
+def tool_versions(names: Iterable[str]) -> Dict[str, List[str]]:
+    """The installed versions of what each family runs (and sox), for provenance."""
+    return {"sox": [debian_version("sox")], **{name: FAMILIES.get(name)().versions() for name in names}}
 
 
 # ---------------------------------------------------------------------------------------------
 # Speakers
 
 
-def _source_speakers(config: Mapping[str, Any], seed: int) -> Tuple[List[Speaker], List[Speaker]]:
-    """(train speakers, test speakers): distinct accent + variant pairs for all of them, so no
-    test speaker shares one with a training speaker."""
-    n_train, n_test = config["train_voices"], config["test_voices"]
-    pairs = [(accent, variant) for accent in config["accents"] for variant in config["variants"]]
-    if n_train + n_test > len(pairs):
-        raise ConfigError(
-            f"corpus.source: {n_train} + {n_test} voices need as many accent+variant pairs, and "
-            f"accents x variants gives {len(pairs)}: add accents or variants, or ask for fewer voices"
-        )
-    rng = random.Random(f"{seed}/source/voices")
-    speakers = []
-    for k, (accent, variant) in enumerate(rng.sample(pairs, n_train + n_test), start=1):
-        rate = rng.randint(*map(int, config["rate_range"]))
-        pitch = rng.randint(*map(int, config["pitch_range"]))
-        speakers.append(Speaker(
-            id=f"src-spk{k:02d}",
-            voice=f"espeak-ng voice={accent}+{variant} rate={rate} pitch={pitch}",
-            command=("espeak-ng", "-v", f"{accent}+{variant}", "-s", str(rate), "-p", str(pitch), "--stdout"),
-        ))
-    return speakers[:n_train], speakers[n_train:]
+def _domain_of(speaker: Speaker) -> str:
+    """The one domain a voice setting may read, from its hash: a function of the setting alone,
+    so a target speaker is never a source speaker whatever either config says."""
+    return DOMAINS[hashlib.sha256(speaker.description.encode()).digest()[0] % len(DOMAINS)]
 
 
-def _target_speakers(config: Mapping[str, Any], seed: int) -> Tuple[List[Speaker], List[Speaker]]:
-    """(train/dev speakers, test speakers): ``settings_per_voice`` settings of each training
-    voice; then the same of each held-out voice plus fresh settings of the training voices.
+def _round(value: float, decimals: int) -> float:
+    return round(value, decimals) if decimals else round(value)
 
-    Checked with flite 2.2: ``duration_stretch`` changes every voice but awb_time (a
-    limited-domain voice); ``int_f0_target_mean`` sets the measured median F0 of kal, kal16,
-    awb and slt, and rms ignores it (so rms speakers differ by stretch only).
-    """
-    train_voices, test_voices = config["train_voices"], config["test_voices"]
-    overlap = sorted(set(train_voices) & set(test_voices))
-    if overlap:
-        raise ConfigError(f"corpus.target: test_voices must be held out, but {overlap} are train_voices too")
-    n = config["settings_per_voice"]
-    rng = random.Random(f"{seed}/target/voices")
+
+def _family_speakers(domain: str, name: str, config: Mapping[str, Any], seed: int) -> Dict[str, List[Speaker]]:
+    """``{split: speakers}`` of one family. Speakers take the family's voices in turn (shuffled),
+    so test speakers hear voices no training speaker has where the family has enough voices,
+    and fresh settings of known ones where it has not."""
+    family = FAMILIES.get(name)()
+    rng = random.Random(f"{seed}/{domain}/voices/{name}")
+    voices = family.voices(config)
+    rng.shuffle(voices)
     drawn = set()
+    speakers: Dict[str, List[Speaker]] = defaultdict(list)
+    for split, count in sorted(config["speakers"].items()):  # sorted: JSON and YAML order keys differently
+        for _ in range(count):
+            k = len(drawn)
+            voice = voices[k % len(voices)]
+            for _attempt in range(1000):
+                settings = tuple((setting, _round(rng.uniform(*config[f"{setting}_range"]), decimals))
+                                 for setting, decimals in family.settings.items())
+                speaker = Speaker(f"{SPEAKER_PREFIX[domain]}-{name}-{k + 1:03d}", name, voice, settings)
+                # Rounding could repeat a setting; a repeat would be the same speaker twice.
+                if speaker.description not in drawn and _domain_of(speaker) == domain:
+                    break
+            else:
+                raise ConfigError(
+                    f"corpus.{domain}.families.{name}: no {sum(config['speakers'].values())} distinct "
+                    f"{domain} speakers in its voices and ranges: widen the ranges or ask for fewer speakers"
+                )
+            drawn.add(speaker.description)
+            speakers[split].append(speaker)
+    return speakers
 
-    def fresh_setting(voice: str) -> Tuple[str, float, int]:
-        while True:  # rounding could repeat a setting; a repeat would be the same speaker twice
-            setting = (voice, round(rng.uniform(*config["duration_stretch_range"]), 2),
-                       round(rng.uniform(*config["f0_mean_range"])))
-            if setting not in drawn:
-                drawn.add(setting)
-                return setting
 
-    train = [fresh_setting(v) for v in train_voices for _ in range(n)]
-    test = [fresh_setting(v) for v in [*test_voices, *train_voices] for _ in range(n)]
-    speakers = [
-        Speaker(
-            id=f"tgt-spk{k:02d}",
-            voice=f"flite voice={voice} duration_stretch={stretch} int_f0_target_mean={f0}",
-            command=("flite", "-voice", voice, "--setf", f"duration_stretch={stretch}",
-                     "--setf", f"int_f0_target_mean={f0}", "-o", "/dev/stdout", "-t"),
-        )
-        for k, (voice, stretch, f0) in enumerate(train + test, start=1)
-    ]
-    return speakers[:len(train)], speakers[len(train):]
+def plan_speakers(
+    domain: str, config: Mapping[str, Any], seed: int, skip: Collection[str] = ()
+) -> Dict[str, List[Speaker]]:
+    """``{split: speakers}`` of a domain, over its families but those in ``skip``; a family's
+    speakers do not depend on which other families there are."""
+    readers = {split for split in config["splits"] if split not in SPEAKERS_OF}
+    speakers: Dict[str, List[Speaker]] = defaultdict(list)
+    for name, family_config in families(config).items():
+        wrong = sorted(split for split, n in family_config["speakers"].items() if n and split not in readers)
+        if wrong:
+            raise ConfigError(f"corpus.{domain}.families.{name}.speakers.{wrong[0]}: corpus.{domain}.splits "
+                              f"has no split '{wrong[0]}' read by speakers of its own ({', '.join(sorted(readers))})")
+        if name not in skip:
+            for split, family_speakers in _family_speakers(domain, name, family_config, seed).items():
+                speakers[split] += family_speakers
+    _check_unseen(domain, config, _unseen_families(config))
+    return {split: speakers[SPEAKERS_OF.get(split, split)] for split in config["splits"]}
 
 
 # ---------------------------------------------------------------------------------------------
 # Plans
 
 
-def plan_corpus(domain: str, config: Mapping[str, Any], seed: int) -> Dict[str, SplitPlan]:
-    """One ``SplitPlan`` per split of ``domain``, from its config section ``corpus.<domain>``."""
-    if domain == "source":
-        return _plan_source(config, seed)
-    if domain == "target":
-        return _plan_target(config, seed)
-    raise ValueError(f"unknown domain {domain!r}; expected one of {sorted(SPLITS)}")
+def plan_corpus(domain: str, config: Mapping[str, Any], seed: int, skip: Collection[str] = ()) -> Dict[str, SplitPlan]:
+    """One ``SplitPlan`` per split of ``domain``, from its config section ``corpus.<domain>``,
+    leaving out the families in ``skip`` (optional ones whose engine is missing)."""
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown domain {domain!r}; expected one of {DOMAINS}")
+    sentences = _source_sentences(config, seed) if domain == "source" else _target_sentences(config, seed)
+    room_ranges = config if domain == "target" else None
+    plans = {}
+    for split, speakers in plan_speakers(domain, config, seed, skip).items():
+        order = list(speakers)
+        random.Random(f"{seed}/{domain}/{split}/speakers").shuffle(order)  # families take turns too
+        pool = sentences[SENTENCES_OF.get(split, split)]
+        plans[split] = SplitPlan(domain, split, seed, order, pool, room_ranges)
+    return plans
 
 
-def _plan_source(config: Mapping[str, Any], seed: int) -> Dict[str, SplitPlan]:
+def _source_sentences(config: Mapping[str, Any], seed: int) -> Dict[str, List[str]]:
     sentences = wordnet_sentences(config["min_words"], config["max_words"], config["vocabulary_size"])
     random.Random(f"{seed}/source/sentences").shuffle(sentences)
-    test_sentences, train_sentences = _hold_out(sentences, config["test_sentence_fraction"])
-    train_speakers, test_speakers = _source_speakers(config, seed)
-    return {
-        "train": SplitPlan("source", "train", seed, train_speakers, train_sentences),
-        "test": SplitPlan("source", "test", seed, test_speakers, test_sentences),
-    }
+    test, train = _hold_out(sentences, config["test_sentence_fraction"])
+    return {"train": train, "test": test}
 
 
-def _plan_target(config: Mapping[str, Any], seed: int) -> Dict[str, SplitPlan]:
+def _target_sentences(config: Mapping[str, Any], seed: int) -> Dict[str, List[str]]:
     # Held out per intent, so dev and test ask for timers and weather as often as train does.
     pools: Dict[str, List[str]] = {"train": [], "dev": [], "test": []}
     for sentences in sample_sentences(seed).values():
@@ -262,36 +302,20 @@ def _plan_target(config: Mapping[str, Any], seed: int) -> Dict[str, SplitPlan]:
         pools["test"] += held[1::2]
     for split, pool in pools.items():
         random.Random(f"{seed}/target/{split}/order").shuffle(pool)  # interleave the intents
-    train_speakers, test_speakers = _target_speakers(config, seed)
-    speakers = {"train": train_speakers, "dev": train_speakers, "test": test_speakers}
-    return {split: SplitPlan("target", split, seed, speakers[split], pools[split], config) for split in pools}
+    return pools
 
 
 # ---------------------------------------------------------------------------------------------
 # Audio
 
 
-def _run(command: Sequence[str], stdin: Optional[bytes] = None) -> bytes:
-    """Run ``command`` and return its stdout; a failure or no output is a StageError that
-    shows the command and its stderr."""
-    proc = subprocess.run(list(command), input=stdin, capture_output=True)
-    if proc.returncode != 0 or not proc.stdout:
-        raise StageError(
-            f"`{shell_join(command)}` failed (exit status {proc.returncode}, "
-            f"{len(proc.stdout)} bytes of output): {proc.stderr.decode(errors='replace').strip()}"
-        )
-    return proc.stdout
-
-
 def synthesize(utt: Utterance) -> np.ndarray:
     """The utterance's audio: float32, 16 kHz mono, peak at most 1."""
-    # Lower case: both synthesizers spell out words written in capitals ("US" as "U S").
-    wav = _run([*utt.speaker.command, utt.text.lower()])
-    effects = []
+    audio = speak(utt.speaker, utt.text, utt.seed)
     if utt.room is not None:
-        effects = ["reverb", str(utt.room.reverberance), "50", str(utt.room.room_scale)]
-    audio = np.frombuffer(_run([*SOX, "-t", "wav", "-", *SOX_FLOAT_OUTPUT, *effects], stdin=wav), np.float32)
-    if utt.room is not None:
+        reverb = ["reverb", str(utt.room.reverberance), "50", str(utt.room.room_scale)]
+        audio = np.frombuffer(run_command([*SOX, *SOX_FLOAT_INPUT, *SOX_FLOAT_OUTPUT, *reverb], stdin=audio.tobytes()),
+                              np.float32)
         audio = mix_at_snr(audio, noise_clip(utt.room, len(audio)), utt.room.snr_db)
     peak = float(np.max(np.abs(audio)))
     return audio / peak if peak > 1 else audio
@@ -301,7 +325,7 @@ def synthesize(utt: Utterance) -> np.ndarray:
 def noise_recording(noise_type: str) -> np.ndarray:
     """``NOISE_SECONDS`` of sox's ``noise_type`` at 16 kHz, the same on every run (sox -R)."""
     return np.frombuffer(
-        _run([*SOX, "-n", *SOX_FLOAT_OUTPUT, "synth", str(NOISE_SECONDS), noise_type]), np.float32
+        run_command([*SOX, "-n", *SOX_FLOAT_OUTPUT, "synth", str(NOISE_SECONDS), noise_type]), np.float32
     )
 
 
@@ -377,25 +401,34 @@ def write_kaldi_dir(data_dir: Path, utterances: Iterable[Tuple[Utterance, float]
     write_table(data_dir / "spk2utt", [
         (s.id, " ".join(u.id for u in utts if u.speaker == s)) for s in speakers
     ])
-    write_table(data_dir / "spk2voice", [(s.id, s.voice) for s in speakers])
+    write_table(data_dir / "spk2voice", [(s.id, s.description) for s in speakers])
 
 
 def write_corpus(domain: str, config: Mapping[str, Any], out_dir: Path, jobs: int, run: StageRun) -> None:
     """Synthesize ``domain``'s splits into ``out_dir`` (atomically): a Kaldi data dir per split,
-    its WAVs under ``wav/<split>/`` and ``provenance.json`` (the ``corpus`` stage)."""
-    check_environment(domain, config)
-    plans = plan_corpus(domain, config, run.seed)
-    splits: Dict[str, Dict[str, float]] = {}
+    its WAVs under ``wav/<split>/`` and ``provenance.json`` (the ``corpus`` stage), which
+    records per split the utterances, seconds, speakers and seconds per family, and the
+    optional families left out for a missing engine."""
+    skipped = check_environment(domain, config)
+    plans = plan_corpus(domain, config, run.seed, skip=skipped)
+    splits: Dict[str, Dict[str, Any]] = {}
     with atomic_dir(out_dir) as tmp:
         for split, plan in plans.items():
             utterances = synthesize_split(plan, config["splits"][split]["minutes"], tmp / "wav" / split, jobs)
             write_kaldi_dir(tmp / split, utterances, out_dir / "wav" / split)
             seconds = sum(duration for _, duration in utterances)
+            per_family: Dict[str, float] = defaultdict(float)
+            for utt, duration in utterances:
+                per_family[utt.speaker.family] += duration
             speakers = len({utt.speaker.id for utt, _ in utterances})
-            splits[split] = {"utterances": len(utterances), "seconds": round(seconds, 3), "speakers": speakers}
-            run.log.info("%s/%s: %d utterances, %.2f minutes, %d speakers",
-                         domain, split, len(utterances), seconds / 60, speakers)
-        run.write_provenance(tmp / "provenance.json", domain=domain, tools=tool_versions(domain), splits=splits)
+            splits[split] = {"utterances": len(utterances), "seconds": round(seconds, 3), "speakers": speakers,
+                             "family_seconds": {name: round(s, 3) for name, s in sorted(per_family.items())}}
+            by_family = ", ".join(f"{name} {s / 60:.1f} min" for name, s in sorted(per_family.items()))
+            run.log.info("%s/%s: %d utterances, %.2f minutes, %d speakers (%s)",
+                         domain, split, len(utterances), seconds / 60, speakers, by_family)
+        used = sorted(set(families(config)) - set(skipped))
+        run.write_provenance(tmp / "provenance.json", domain=domain, tools=tool_versions(used), splits=splits,
+                             families=used, skipped_families=skipped)
 
 
 def write_noise(noise_dir: Path, noise_types: Sequence[str]) -> Path:

@@ -1,11 +1,13 @@
 # Config validation and what every rule file shares. What the systems, test sets and paths are
 # comes from speechtune/experiment.py; a method's extra inputs from its registered declaration.
 import json
+import os
 import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
+from local.embedded_corpus import check_unseen_split  # noqa: E402
 from speechtune import experiment as ex  # noqa: E402
 from speechtune.config import validate_config  # noqa: E402
 from speechtune.finetuning import extra_inputs  # noqa: E402
@@ -13,13 +15,26 @@ from speechtune.training.batches import SPEED_FACTORS, SPEED_PERTURBED  # noqa: 
 
 validate_config(config, where="Snakemake config")
 ex.check_config(config)  # a bad override or an unknown method fails here, before any job runs
+check_unseen_split(config["corpus"])  # the unseen voice family reads no other split of either domain
 
 PYTHON = sys.executable  # the venv that runs Snakemake runs every stage
+
+# Never more busy threads than the machine has cores, whatever --cores says: on 2 cores, two
+# trainings of two torch threads each run 5-20x slower than one alone. Every rule that computes
+# declares the threads it keeps busy as the resource cpu_threads, and all jobs together get the
+# core count (`--resources cpu_threads=N` sets another limit).
+CPU_THREADS = os.cpu_count() or 1
+workflow.global_resources.setdefault("cpu_threads", CPU_THREADS)
+
+
+def busy(threads):
+    """The cpu_threads a job of ``threads`` busy threads takes (at most the limit: it must fit)."""
+    return min(int(threads), workflow.global_resources["cpu_threads"])
 SEED = config["seed"]
 SYSTEMS = ex.system_names(config)
 SWEEP = list(ex.sweep_variants(config))
 FINE_TUNED = ex.fine_tuned_systems(config)
-TESTSETS = list(ex.TESTSETS)
+TESTSETS = ex.testsets(config)
 METHODS = ex.decode_methods(config)
 
 
@@ -30,8 +45,8 @@ def one_of(names):
 
 wildcard_constraints:
     domain=one_of(ex.DOMAINS),
-    split="train|dev|test",
-    system=one_of([ex.BASELINE, ex.SCRATCH, *FINE_TUNED]),
+    split=one_of(sorted({split for domain in ex.DOMAINS for split in ex.splits(config, domain)})),
+    system=one_of([ex.BASELINE, *ex.scratch_systems(config), *FINE_TUNED]),
     testset=one_of(TESTSETS),
     method="hlg|greedy",
     feature_dir=one_of(ex.FEATURE_DIRS.values()),

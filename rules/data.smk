@@ -22,6 +22,8 @@ rule corpus:
     params:
         cfg=lambda w: section("corpus", w.domain),
         seed=SEED,
+    resources:
+        cpu_threads=busy(8),
     log:
         "logs/corpus/{domain}.log",
     benchmark:
@@ -41,6 +43,8 @@ rule prepare:
     params:
         cfg=section("prepare"),
         seed=SEED,
+    resources:
+        cpu_threads=busy(1),
     log:
         "logs/prepare/{domain}_{split}.log",
     benchmark:
@@ -77,6 +81,8 @@ rule features:
         cfg=section("features"),
         seed=SEED,
         options=features_options,
+    resources:
+        cpu_threads=busy(config["features"]["num_jobs"]),
     log:
         "logs/features/{feature_dir}/{subset}.log",
     benchmark:
@@ -96,8 +102,25 @@ rule noise:
         cfg=section("features"),
         seed=SEED,
         types=config["corpus"]["target"]["noise_types"],
+    resources:
+        cpu_threads=busy(config["features"]["num_jobs"]),
     log:
         "logs/noise/noise.log",
     shell:
         "{PYTHON} -m stages.noise {output.noise} {output.cuts} --noise-types {params.types} "
         "--config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
+
+
+rule subset:
+    """The first minutes of target_train in a seeded order (a learning curve's nested subsets);
+    the cuts keep target_train's features."""
+    input:
+        ex.feature_cuts("target_train"),
+    output:
+        ex.feature_cuts(ex.CURVE_SUBSET),
+    wildcard_constraints:
+        minutes=r"[0-9]+(\.[0-9]+)?",
+    log:
+        "logs/subset/target_train_{minutes}min.log",
+    shell:
+        "{PYTHON} -m stages.subset {input} {output} --minutes {wildcards.minutes} --seed {SEED} > {log} 2>&1"

@@ -16,6 +16,8 @@ rule decode:
         seed=SEED,
         lm=lambda w: ex.testset_domain(w.testset),
         out=ex.decode_dir("{system}", "{testset}", method=None),
+    resources:
+        cpu_threads=busy(2),
     log:
         "logs/decode/{system}_{testset}.log",
     benchmark:

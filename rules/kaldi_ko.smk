@@ -35,6 +35,8 @@ rule kaldi_ko_agreement:
         "exp/kaldi_ko_agreement.json",
     params:
         model=config["kaldi_ko"]["model"],
+    resources:
+        cpu_threads=busy(2),
     log:
         "logs/kaldi_ko/agreement.log",
     threads: 2

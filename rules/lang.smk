@@ -16,6 +16,8 @@ rule lang:
         cfg=section("lang"),
         seed=SEED,
         bpe_model=lambda w, input: f"--bpe-model {input.source_lang[0]}/bpe.model" if input.source_lang else "",
+    resources:
+        cpu_threads=busy(1),
     log:
         "logs/lang/{domain}.log",
     benchmark:

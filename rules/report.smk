@@ -19,20 +19,71 @@ def report_outputs(name):
 CAPTIONS = os.path.join(workflow.basedir, "report")
 
 
+rule time_to_target:
+    """target_dev WER after every epoch of plain fine-tuning and of training from scratch, against
+    training seconds: exp/time_to_target.{json,png}."""
+    input:
+        models=[f"{ex.system_dir(s)}/model.pt" for s in (ex.PLAIN, ex.SCRATCH)],
+        lang=ex.lang_dir(config, "target"),
+        cuts=ex.feature_cuts(ex.DEV_SET),
+    output:
+        json="exp/time_to_target.json",
+        png="exp/time_to_target.png",
+    params:
+        cfg=section("decode"),
+        systems=[ex.PLAIN, ex.SCRATCH],
+    resources:
+        cpu_threads=busy(2),
+    log:
+        "logs/report/time_to_target.log",
+    shell:
+        "{PYTHON} -m stages.time_to_target exp {input.lang} {input.cuts} --systems {params.systems} "
+        "--config-json {params.cfg:q} --seed {SEED} > {log} 2>&1"
+
+
+CURVE_POINTS = {name: [p.base, p.minutes, p.seed] for name, p in ex.learning_curve_points(config).items()}
+
+
+rule learning_curve:
+    """Each learning_curve system at each size of target_train and seed, on target_test:
+    exp/learning_curve.{json,md,png}."""
+    input:
+        [f"{ex.decode_dir(system, ex.TARGET_TESTSET)}/wer.json" for system in CURVE_POINTS],
+    output:
+        json="exp/learning_curve.json",
+        md="exp/learning_curve.md",
+        png="exp/learning_curve.png",
+    params:
+        points=json.dumps(CURVE_POINTS),
+    log:
+        "logs/report/learning_curve.log",
+    shell:
+        "{PYTHON} -m stages.learning_curve exp --points {params.points:q} > {log} 2>&1"
+
+
+# Shown first in report.html: time to target, and the learning curve where the config asks.
+FINDINGS = ["exp/time_to_target.json", *(["exp/learning_curve.json"] if config["learning_curve"]["report"] else [])]
+
+
 rule report:
-    """Every system's scores side by side: exp/report.{json,md,html} and a bar chart."""
+    """Every system's scores side by side: exp/report.{json,md,html}, the gain/cost scatter, the
+    time-to-target plot."""
     input:
         **report_inputs(SYSTEMS),
+        findings=FINDINGS,
     output:
         **{**report_outputs("report"),
            "png": report("exp/report_wer.png", caption=f"{CAPTIONS}/wer.rst", category="Results"),
            "html": report("exp/report.html", caption=f"{CAPTIONS}/html.rst", category="Results")},
     params:
         systems=SYSTEMS,
+    resources:
+        cpu_threads=busy(1),
     log:
         "logs/report/report.log",
     shell:
-        "{PYTHON} -m stages.report exp --systems {params.systems} --testsets {TESTSETS} > {log} 2>&1"
+        "{PYTHON} -m stages.report exp --systems {params.systems} --testsets {TESTSETS} "
+        "--findings {input.findings} > {log} 2>&1"
 
 
 rule alpha_sweep:
@@ -45,6 +96,8 @@ rule alpha_sweep:
         alpha=report("exp/alpha_sweep_alpha.png", caption=f"{CAPTIONS}/alpha.rst", category="Alpha sweep"),
     params:
         systems=[*SYSTEMS, *SWEEP],
+    resources:
+        cpu_threads=busy(1),
     log:
         "logs/report/alpha_sweep.log",
     shell:

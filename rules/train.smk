@@ -12,6 +12,8 @@ rule pretrain:
     params:
         cfg=training_config(ex.BASELINE),
         seed=SEED,
+    resources:
+        cpu_threads=busy(config["pretrain"]["threads"]),
     log:
         "logs/pretrain/pretrain.log",
     benchmark:
@@ -34,8 +36,10 @@ rule finetune:
         system=one_of(FINE_TUNED),
     params:
         cfg=lambda w: training_config(w.system),
-        seed=SEED,
+        seed=lambda w: ex.system_seed(config, w.system),
         extra=extra_arguments,
+    resources:
+        cpu_threads=lambda w: busy(ex.training_sections(config, w.system)["finetune"]["threads"]),
     log:
         "logs/finetune/{system}.log",
     benchmark:
@@ -48,20 +52,26 @@ rule finetune:
 
 
 rule scratch:
-    """The target data and finetune's step budget, from random initialization."""
+    """The target data and finetune's step budget, from random initialization (and the
+    learning curve's from-scratch points)."""
     input:
-        **ex.training_inputs(config, ex.SCRATCH),
+        unpack(lambda w: ex.training_inputs(config, w.system)),
     output:
-        model=f"{ex.system_dir(ex.SCRATCH)}/model.pt",
-        provenance=f"{ex.system_dir(ex.SCRATCH)}/provenance.json",
+        model=ex.system_dir("{system}") + "/model.pt",
+        provenance=ex.system_dir("{system}") + "/provenance.json",
+    wildcard_constraints:
+        system=one_of(ex.scratch_systems(config)),
     params:
-        cfg=training_config(ex.SCRATCH),
-        seed=SEED,
+        cfg=lambda w: training_config(w.system),
+        seed=lambda w: ex.system_seed(config, w.system),
+        out=ex.system_dir("{system}"),
+    resources:
+        cpu_threads=lambda w: busy(ex.training_sections(config, w.system)["finetune"]["threads"]),
     log:
-        "logs/scratch/scratch.log",
+        "logs/scratch/{system}.log",
     benchmark:
-        "logs/scratch/scratch.benchmark.tsv"
+        "logs/scratch/{system}.benchmark.tsv"
     threads: 2
     shell:
-        "{PYTHON} -m stages.scratch {input.cuts} {input.valid} {input.lang} " + ex.system_dir(ex.SCRATCH) + " "
+        "{PYTHON} -m stages.scratch {input.cuts} {input.valid} {input.lang} {params.out} "
         "--config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 from speechtune.cli import run_cli
 from speechtune.config import DEFAULT_CONFIG_PATH, load_config
-from speechtune.experiment import TESTSETS
+from speechtune.experiment import testsets
 from speechtune.reporting import status
 
 
@@ -29,7 +29,7 @@ def get_parser() -> argparse.ArgumentParser:
         help=f"a preset layered on {DEFAULT_CONFIG_PATH.name} (repeatable), as Snakemake's --configfile",
     )
     status_parser.add_argument("--exp-dir", type=Path, default=Path("exp"), help="default: exp")
-    status_parser.add_argument("--testsets", nargs="+", default=list(TESTSETS), help=f"default: {' '.join(TESTSETS)}")
+    status_parser.add_argument("--testsets", nargs="+", help="default: the config's (target_test, source_test, ...)")
     status_parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
 
@@ -37,11 +37,12 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
     config = load_config([DEFAULT_CONFIG_PATH, *args.config])
-    statuses = status.status(args.exp_dir, config, args.testsets)
+    names = args.testsets or testsets(config)
+    statuses = status.status(args.exp_dir, config, names)
     if args.json:
         print(json.dumps({"exp_dir": str(args.exp_dir), "systems": {s.system: asdict(s) for s in statuses}}, indent=2))
     else:
-        print(status.format_table(statuses, args.testsets))
+        print(status.format_table(statuses, names))
 
 
 def cli() -> None:

@@ -15,6 +15,7 @@ line per utterance, an empty hypothesis as the bare id) for :mod:`speechtune.sco
 """
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -30,6 +31,7 @@ from speechtune.data.cuts import load_cuts
 from speechtune.data.tables import write_table
 from speechtune.errors import StageError
 from speechtune.provenance import StageRun, atomic_dir
+from speechtune.scoring.wer import ErrorCounts, score
 from speechtune.training.batches import batch_log_probs
 from speechtune.training.checkpoint import model_from_checkpoint
 
@@ -119,20 +121,32 @@ def write_decode_dir(out_dir: Path, hyps: Mapping[str, Mapping[str, Sequence[str
         run.write_provenance(tmp / "provenance.json", utterances=len(test_cuts), **provenance)
 
 
+def decode_loader(cuts: CutSet, params: Mapping[str, Any]) -> DataLoader:
+    """Batches of up to ``decode.max_duration`` seconds of ``cuts``, in order, with their cuts."""
+    return DataLoader(K2SpeechRecognitionDataset(return_cuts=True),
+                      sampler=SimpleCutSampler(cuts, max_duration=params["max_duration"]), batch_size=None)
+
+
+def hlg_word_errors(model: torch.nn.Module, lang_dir: Path, lm: str, cuts: CutSet,
+                    params: Mapping[str, Any]) -> ErrorCounts:
+    """The HLG 1-best word errors of ``model`` on ``cuts`` (e.g. the dev set after an epoch)."""
+    hyps, _ = decode_cuts(model.eval(), decode_loader(cuts, params), load_hlg(lang_dir, lm),
+                          read_symbols(lang_dir / "words.txt"), None, params)
+    refs = {cut.id: cut.supervisions[0].text.split() for cut in cuts}
+    total, _, _ = score(refs, hyps["hlg"], {})
+    return total
+
+
 def decode_test_set(model_path: Path, lang_dir: Path, lm: str, cuts_path: Path, out_dir: Path,
                     params: Mapping[str, Any], run: StageRun) -> None:
     """The ``decode`` stage: ``cuts_path`` recognized by the checkpoint ``model_path`` with
     ``lang_dir``'s HLG of ``lm`` (the test set's domain), into ``out_dir``."""
-    torch.set_num_threads(2)
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
     model = model_from_checkpoint(model_path)
     model.select_domain(lm)  # a domain's adapters apply to its own test sets only
     cuts = load_cuts(cuts_path)
     hlg = load_hlg(lang_dir, lm)
     words = read_symbols(lang_dir / "words.txt")
     tokens = read_symbols(lang_dir / "tokens.txt") if (lang_dir / "bpe.model").is_file() else None
-    loader = DataLoader(
-        K2SpeechRecognitionDataset(return_cuts=True),
-        sampler=SimpleCutSampler(cuts, max_duration=params["max_duration"]), batch_size=None,
-    )
-    hyps, seconds = decode_cuts(model, loader, hlg, words, tokens, params)
+    hyps, seconds = decode_cuts(model, decode_loader(cuts, params), hlg, words, tokens, params)
     write_decode_dir(out_dir, hyps, seconds, cuts, run, model=str(model_path), lm=lm, cuts=str(cuts_path))

@@ -27,7 +27,12 @@ Systems (``<system>`` is the directory ``exp/<system>/``):
   own front end's features, with ``kaldi_ko.overrides``; reported where ``kaldi_ko.report``.
 - ``scratch``: sections ``model``, ``loss`` and ``finetune`` with ``scratch``'s keys replacing
   the learning rate and warm-up: the target data and step budget, no pretrained start.
+- a learning-curve point ``<base>_lc<minutes>m_s<seed>`` (``learning_curve``: each base system
+  at each size and seed): the base's sections trained on the first ``minutes`` of target_train
+  (nested subsets), with epochs scaled to the base's number of steps.
 """
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
@@ -40,6 +45,7 @@ from speechtune.training.batches import training_subset
 
 DOMAINS = ("source", "target")
 TARGET_TESTSET, SOURCE_TESTSET = TESTSETS = ("target_test", "source_test")
+UNSEEN_TESTSET = "target_test_unseen"  # a voice family no training data has, where the corpus has one
 DEV_SET = "target_dev"
 PRIMARY_METHOD = "hlg"           # HLG 1-best: the method every report and wer.txt is about
 BASELINE = "pretrained"          # no fine-tuning
@@ -83,9 +89,21 @@ def lang_dir(config: Mapping[str, Any], domain: str) -> str:
     return f"data/lang_{unit}_{domain}"
 
 
+def splits(config: Mapping[str, Any], domain: str) -> List[str]:
+    """A domain's splits (``corpus.<domain>.splits``; a preset removes one with null)."""
+    return sorted(split for split, value in config["corpus"][domain]["splits"].items() if value is not None)
+
+
 def subsets(config: Mapping[str, Any]) -> List[str]:
     """Every subset of the corpus: ``<domain>_<split>``."""
-    return [f"{domain}_{split}" for domain in DOMAINS for split in sorted(config["corpus"][domain]["splits"])]
+    return [f"{domain}_{split}" for domain in DOMAINS for split in splits(config, domain)]
+
+
+def testsets(config: Mapping[str, Any]) -> List[str]:
+    """The test sets every system is scored on: target_test and source_test, and
+    target_test_unseen where the target corpus has a ``test_unseen`` split."""
+    unseen = [UNSEEN_TESTSET] if "test_unseen" in splits(config, "target") else []
+    return [TARGET_TESTSET, *unseen, SOURCE_TESTSET]
 
 
 def testset_domain(testset: str) -> str:
@@ -150,13 +168,64 @@ def fine_tuning_variants(config: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]
 
 def fine_tuned_systems(config: Mapping[str, Any]) -> List[str]:
     """Every system the finetune rule trains from a pretrained start (reported or not)."""
-    return [*fine_tuning_variants(config), *adapt_variants(config), KALDI_KO]
+    curve = [name for name, point in learning_curve_systems(config).items() if point.base != SCRATCH]
+    return [*fine_tuning_variants(config), *adapt_variants(config), KALDI_KO, *curve]
 
 
 def system_names(config: Mapping[str, Any]) -> List[str]:
     """The systems the main target builds and reports, in report order (the sweep's aside)."""
     kaldi = [KALDI_KO] if config["kaldi_ko"]["report"] else []
     return [BASELINE, *finetune_variants(config), *adapt_variants(config), SCRATCH, *kaldi]
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """A learning-curve system: ``base`` (a standard system) trained on the first ``minutes`` of
+    target_train with ``seed``."""
+
+    base: str
+    minutes: float
+    seed: int
+
+
+CURVE_SUBSET = "target_train_{minutes}min"
+
+
+def curve_subset(minutes: float) -> str:
+    """The nested target_train subset of the first ``minutes`` (:func:`speechtune.data.cuts.nested_subset`)."""
+    return CURVE_SUBSET.format(minutes=f"{minutes:g}")
+
+
+def curve_system(config: Mapping[str, Any], base: str, minutes: float, seed: int) -> str:
+    """The system of a learning-curve point: the base system itself for all of target_train with
+    the config's seed (no need to train it twice), else ``<base>_lc<minutes>m_s<seed>``."""
+    if minutes >= config["corpus"]["target"]["splits"]["train"]["minutes"] and seed == config["seed"]:
+        return base
+    return f"{base}_lc{minutes:g}m_s{seed}"
+
+
+def learning_curve_points(config: Mapping[str, Any]) -> Dict[str, CurvePoint]:
+    """Every point of the ``learning_curve`` section (each base system, size and seed) by its
+    system's name."""
+    section = config["learning_curve"]
+    return {curve_system(config, base, minutes, seed): CurvePoint(base, minutes, seed)
+            for base in section["systems"] for minutes in section["minutes"] for seed in section["seeds"]}
+
+
+def learning_curve_systems(config: Mapping[str, Any]) -> Dict[str, CurvePoint]:
+    """The learning-curve points that are systems of their own (to train)."""
+    return {name: point for name, point in learning_curve_points(config).items() if name != point.base}
+
+
+def system_seed(config: Mapping[str, Any], system: str) -> int:
+    """The seed a system trains with: a learning-curve point's own, else the config's."""
+    point = learning_curve_systems(config).get(system)
+    return point.seed if point else config["seed"]
+
+
+def scratch_systems(config: Mapping[str, Any]) -> List[str]:
+    """Every system the scratch rule trains (no pretrained start)."""
+    return [SCRATCH, *(name for name, p in learning_curve_systems(config).items() if p.base == SCRATCH)]
 
 
 def front_end(system: str) -> str:
@@ -171,6 +240,9 @@ def pretrained_start(system: str) -> str:
 
 def training_sections(config: Mapping[str, Any], system: str) -> Dict[str, Any]:
     """The validated config sections ``system``'s training stage is given (module docstring)."""
+    point = learning_curve_systems(config).get(system)
+    if point is not None:
+        return _curve_sections(config, point)
     if system == BASELINE:
         return {name: config[name] for name in ("model", "loss", "pretrain")}
     if system == SCRATCH:
@@ -199,6 +271,22 @@ def training_sections(config: Mapping[str, Any], system: str) -> Dict[str, Any]:
     return sections
 
 
+def _curve_sections(config: Mapping[str, Any], point: CurvePoint) -> Dict[str, Any]:
+    """The base system's sections, with as many epochs as bring the subset's training to the
+    base's number of steps (at most ``learning_curve.max_epochs``; early stopping on target_dev
+    as the base has it)."""
+    sections = training_sections(config, point.base)
+    finetune = sections["finetune"]
+    if finetune["speed_perturb"] or finetune.get("noise_mix", {}).get("prob", 0) > 0:
+        raise StageError(f"learning_curve.systems: {point.base} trains on augmented data; the curve's subsets are "
+                         "of target_train alone: pick systems without speed_perturb or noise_mix")
+    full = config["corpus"]["target"]["splits"]["train"]["minutes"]
+    if point.minutes > full:
+        raise StageError(f"learning_curve.minutes: {point.minutes:g} is more than target_train's {full:g} minutes")
+    epochs = min(math.ceil(finetune["epochs"] * full / point.minutes), config["learning_curve"]["max_epochs"])
+    return {**sections, "finetune": {**finetune, "epochs": max(epochs, finetune["epochs"])}}
+
+
 def _check_registered(finetune: Mapping[str, Any], system: str) -> None:
     """Names the schema leaves to the registries: an unknown one fails before any job runs."""
     try:
@@ -214,13 +302,18 @@ def check_config(config: Mapping[str, Any]) -> None:
     unknown = sorted(set(config["alpha_sweep"]) - set(REGULARIZERS.names()))
     if unknown:
         raise StageError(f"alpha_sweep: {', '.join(unknown)} is no regularizer; known: {', '.join(REGULARIZERS.names())}")
+    standard = {SCRATCH, *finetune_variants(config), *adapt_variants(config)}
+    unknown = [base for base in config["learning_curve"]["systems"] if base not in standard]
+    if unknown:
+        raise StageError(f"learning_curve.systems: {', '.join(unknown)} is no system of this config; "
+                         f"pick from {', '.join(sorted(standard))}")
     if PLAIN not in finetune_variants(config):
         raise StageError(f"finetune_variants must keep {PLAIN} (plain fine-tuning: what the reports compare against)")
     try:  # the model section's shape rules (e.g. full_rate_layers < num_layers), before any job runs
         build_model({**config["model"], "feature_dim": 1, "num_tokens": 2})
     except ValueError as e:
         raise StageError(f"model: {e}") from None
-    for system in [BASELINE, SCRATCH, *fine_tuned_systems(config)]:
+    for system in [BASELINE, *scratch_systems(config), *fine_tuned_systems(config)]:
         training_sections(config, system)
 
 
@@ -229,6 +322,9 @@ def training_cuts(config: Mapping[str, Any], system: str) -> str:
     speed-perturbed copy where the training section asks for it)."""
     if system == BASELINE:
         return feature_cuts("source_train")
+    point = learning_curve_systems(config).get(system)
+    if point is not None:
+        return feature_cuts(curve_subset(point.minutes))
     section = training_sections(config, system)["finetune"]
     return feature_cuts(training_subset(section, "target_train"), front_end(system))
 
@@ -240,7 +336,7 @@ def training_inputs(config: Mapping[str, Any], system: str) -> Dict[str, str]:
         return {"cuts": training_cuts(config, system), "lang": lang_dir(config, "source")}
     inputs = {"cuts": training_cuts(config, system), "valid": feature_cuts(DEV_SET, front_end(system)),
               "lang": lang_dir(config, "target")}
-    if system == SCRATCH:
+    if system in scratch_systems(config):
         return inputs
     inputs["init"] = pretrained_start(system)
     for spec in extra_inputs(training_sections(config, system)["finetune"]):

@@ -6,10 +6,11 @@
 
 reads each system's scores and training provenance and writes ``<name>.json`` (per system and
 test set: wer, words, ins, del, sub, the 95% bootstrap interval; train_seconds; the paired
-comparisons), ``<name>.md``, ``<name>_wer.png``, ``<name>_alpha.png`` where regularizers ran at
-several alphas (:mod:`speechtune.reporting.report`) and ``<name>.html``, one self-contained page
-with learning curves, per-speaker WER and examples to listen to
-(:mod:`speechtune.reporting.html`).
+comparisons), ``<name>.md`` (the answer first), ``<name>_wer.png``, ``<name>_tradeoff.png``
+(target against source WER), ``<name>_alpha.png`` where regularizers ran at several alphas
+(:mod:`speechtune.reporting.report`) and ``<name>.html``, one self-contained page leading with
+the answer and the ``--findings`` (time to target, the learning curve), then the tables,
+training curves, per-speaker WER and examples to listen to (:mod:`speechtune.reporting.html`).
 """
 import argparse
 from pathlib import Path
@@ -29,6 +30,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--baseline", default=BASELINE, help="the system others are compared to")
     parser.add_argument("--name", default="report", help="writes <exp_dir>/<name>.{json,md,html}, <name>_wer.png")
     parser.add_argument("--examples", type=int, default=3, help="example utterances per test set in the HTML")
+    parser.add_argument("--findings", type=Path, nargs="*", default=[], metavar="JSON",
+                        help="findings shown first in the HTML, each a JSON with a title and a statement and a "
+                             "PNG of the same name (e.g. exp/time_to_target.json)")
     return parser
 
 
@@ -37,7 +41,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     report = collect(args.exp_dir, args.systems, args.testsets, args.baseline)
     print(write_report(report, args.exp_dir, args.name, args.testsets, args.baseline))
     write_html_report(args.exp_dir, args.systems, args.testsets, args.exp_dir / f"{args.name}.html",
-                      report_json=args.exp_dir / f"{args.name}.json", examples=args.examples)
+                      report_json=args.exp_dir / f"{args.name}.json", examples=args.examples,
+                      findings=args.findings)
 
 
 if __name__ == "__main__":

@@ -17,14 +17,15 @@ from lhotse.dataset import DynamicBucketingSampler, K2SpeechRecognitionDataset, 
 from lhotse.features.base import FeatureExtractor, get_extractor_type
 from lhotse.utils import compute_num_frames
 
-from local.embedded_corpus import Speaker, Utterance, plan_corpus, synthesize
+from local.embedded_corpus import Utterance, plan_corpus, synthesize
+from local.voices import Speaker
 from speechtune.errors import StageError
 from speechtune.config import load_config, REPO_ROOT
 from speechtune.features.extractors import KaldiNativeFbank, make_extractor
 from speechtune.features.extract import output_paths
 from stages.features import main
 
-ESPEAK = Speaker("t-spk", "espeak-ng voice=en-us", ("espeak-ng", "-v", "en-us", "--stdout"))
+ESPEAK = Speaker("t-spk", "espeak-ng", "en-us")
 TEXTS = {
     "t-spk-0": "set a timer for ten minutes",
     "t-spk-1": "turn off the kitchen lights please",

@@ -1,6 +1,8 @@
 """The whole Snakemake chain on the tiny preset, corpus -> WER: every system scored on both
 test sets, cached, and rerunning only what a changed key feeds."""
 import json
+import re
+from html import escape
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +17,8 @@ from speechtune.config import load_config
 from speechtune.experiment import TESTSETS, sweep_variants, system_names
 from tests.conftest import REPO_ROOT
 
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO_ROOT / "Snakefile"), "--cores", "2"]
+# More cores than the machine has, as the design's `snakemake --cores 8 ...` on a laptop.
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO_ROOT / "Snakefile"), "--cores", "8"]
 TINY = str(REPO_ROOT / "config" / "tiny.yaml")
 MAIN_TARGET = "exp/finetuned/wer.txt"
 TINY_CONFIG = load_config([REPO_ROOT / "config" / "config.yaml", REPO_ROOT / "config" / "tiny.yaml"])
@@ -40,11 +43,42 @@ def mtimes(workdir: Path, *patterns: str) -> Dict[str, int]:
     }
 
 
+def most_busy_threads(output: str) -> int:
+    """The most cpu_threads that Snakemake's log shows held by jobs running at once (a job runs
+    from its block, which ends at a blank line, to its 'Finished job N.')."""
+    running: Dict[str, int] = {}
+    job: Dict[str, str] = {}
+    most = 0
+    for line in output.splitlines() + [""]:
+        line = line.strip()
+        if re.match(r"(local)?rule \w+:$", line):
+            job = {}
+        elif line.startswith("jobid: "):
+            job["id"] = line.split()[1]
+        elif line.startswith("resources: "):
+            found = re.search(r"cpu_threads=(\d+)", line)
+            job["threads"] = found.group(1) if found else "0"
+        elif not line and "id" in job:
+            running[job["id"]] = int(job.get("threads", 0))
+            most = max(most, sum(running.values()))
+            job = {}
+        elif line.startswith("Finished job "):
+            running.pop(line.split()[2].rstrip("."), None)
+    return most
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("pipeline")
-    snakemake(workdir, MAIN_TARGET)
+    output = snakemake(workdir, MAIN_TARGET)
+    (workdir / "snakemake.out").write_text(output)
     return workdir
+
+
+def test_jobs_never_keep_more_threads_busy_than_the_machine_has_cores(built):
+    output = (built / "snakemake.out").read_text()
+    assert "cpu_threads=2" in output  # training and decoding hold two each
+    assert 2 <= most_busy_threads(output) <= (os.cpu_count() or 1)
 
 
 def test_main_target_scores_every_system_on_both_test_sets(built):
@@ -73,8 +107,14 @@ def test_main_target_scores_every_system_on_both_test_sets(built):
     assert systems["pretrained"]["forgetting"] == 0.0
     against_pretrained = {c["system"] for c in report["comparisons"] if c["against"] == "pretrained"}
     assert against_pretrained == set(SYSTEMS) - {"pretrained"}
+    time_to_target = json.loads((built / "exp" / "time_to_target.json").read_text())
+    for system in ("finetuned", "scratch"):
+        epochs = time_to_target["systems"][system]["epochs"]
+        assert [e["epoch"] for e in epochs] == list(range(1, len(epochs) + 1)) and epochs
+        assert all(0 <= e["dev_wer"] for e in epochs)
     html = (built / "exp" / "report.html").read_text()
     assert all(system in html for system in SYSTEMS) and "95% CI" in html
+    assert html.index("What fine-tuning bought") < html.index("Word error rates") and escape(time_to_target["statement"]) in html
 
 
 def test_alpha_sweep_is_one_target(built):
@@ -183,6 +223,20 @@ def test_training_killed_mid_epoch_resumes_from_its_checkpoint(built, tmp_path, 
 
     resumed, straight = (torch.load(d / "model.pt")["model"] for d in (exp_dir, uninterrupted))
     assert all(torch.equal(resumed[k], straight[k]) for k in straight)
+
+
+def test_the_learning_curve_trains_nested_subsets_with_each_seed(built):
+    snakemake(built, "learning_curve")
+    curve = json.loads((built / "exp" / "learning_curve.json").read_text())
+    section = TINY_CONFIG["learning_curve"]
+    for base in section["systems"]:
+        points = curve["systems"][base]
+        assert [p["minutes"] for p in points] == sorted(section["minutes"])
+        assert all(sorted(p["wers"]) == sorted(map(str, section["seeds"])) for p in points)
+    small, large = (CutSet.from_file(built / "data" / "fbank" / f"target_train_{m:g}min_cuts.jsonl.gz")
+                    for m in sorted(section["minutes"]))
+    assert set(small.ids) < set(large.ids)
+    assert (built / "exp" / "learning_curve.png").is_file() and "| minutes |" in (built / "exp" / "learning_curve.md").read_text()
 
 
 def test_cross_lingual_system_joins_the_report(built, tmp_path):

@@ -75,9 +75,9 @@ def test_built_stale_and_missing(root: Path, capsys):
     systems = status(root, capsys)
     assert list(systems)[:3] == ["pretrained", "finetuned", "finetuned_mmi"] and list(systems)[-1] == "scratch"
     assert systems["pretrained"] == {"system": "pretrained", "state": "built", "reasons": [],
-                                     "wer": {"target_test": 90.5, "source_test": 7.125}}
+                                     "wer": {"target_test": 90.5, "target_test_unseen": None, "source_test": 7.125}}
     assert systems["finetuned"]["state"] == "built"
-    assert systems["finetuned"]["wer"] == {"target_test": 20.25, "source_test": None}
+    assert systems["finetuned"]["wer"] == {"target_test": 20.25, "target_test_unseen": None, "source_test": None}
     assert systems["scratch"]["state"] == "built"
     assert systems["finetuned_mmi"]["state"] == "stale"
     assert systems["finetuned_mmi"]["reasons"] == ['config loss.type: "ctc" -> "mmi"']
@@ -93,11 +93,11 @@ def test_built_stale_and_missing(root: Path, capsys):
 def test_the_table(root: Path, capsys):
     main(["status", "--exp-dir", str(root / "exp")])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["system", "state", "target_test", "source_test", "why"]
+    assert lines[0].split() == ["system", "state", "target_test", "target_test_unseen", "source_test", "why"]
     rows = {line.split()[0]: line for line in lines[1:]}
-    assert rows["pretrained"].split() == ["pretrained", "built", "90.50", "7.12"]
-    assert rows["finetuned"].split() == ["finetuned", "built", "20.25", "-"]
-    assert rows["finetuned_mmi"].split()[:4] == ["finetuned_mmi", "stale", "19.00", "-"]
+    assert rows["pretrained"].split() == ["pretrained", "built", "90.50", "-", "7.12"]
+    assert rows["finetuned"].split() == ["finetuned", "built", "20.25", "-", "-"]
+    assert rows["finetuned_mmi"].split()[:5] == ["finetuned_mmi", "stale", "19.00", "-", "-"]
     assert rows["finetuned_mmi"].endswith('config loss.type: "ctc" -> "mmi"')
     assert len({line.index(line.split()[1]) for line in lines}) == 1  # the state column is aligned
 

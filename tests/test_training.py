@@ -9,6 +9,7 @@ from typing import Dict
 import numpy as np
 import pytest
 import torch
+from lhotse import CutSet
 from lhotse.utils import fastcopy
 
 from speechtune.errors import StageError
@@ -150,3 +151,15 @@ def test_a_truncated_model_or_manifest_is_an_error_naming_the_file(data, tmp_pat
     manifest.write_bytes(manifest.read_bytes()[:100])
     with pytest.raises(StageError, match=f"{manifest} is not a readable cut manifest"):
         load_cuts(manifest)
+
+
+def test_learning_curve_subsets_are_nested_and_independent_of_manifest_order(data):
+    from speechtune.data.cuts import nested_subset
+
+    cuts = data["more"]
+    small, large = nested_subset(cuts, 0.05, seed=1), nested_subset(cuts, 0.1, seed=1)
+    assert set(small.ids) < set(large.ids) < set(cuts.ids)
+    assert sum(c.duration for c in small) >= 3.0 and sum(c.duration for c in large) >= 6.0
+    reversed_cuts = CutSet.from_cuts(reversed(list(cuts)))
+    assert list(nested_subset(reversed_cuts, 0.1, seed=1).ids) == list(large.ids)
+    assert set(nested_subset(cuts, 0.1, seed=2).ids) != set(large.ids)  # the seed picks the order

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Install what speechtune needs, and nothing already there (a second call installs nothing):
-#   1. Debian packages: espeak-ng, flite, sox (the embedded corpus), wordnet-base (its text);
-#      installed with apt-get when running as root, else the command to run is printed.
+#   1. Debian packages: the embedded corpus' synthesizers (espeak-ng, flite; RHVoice English,
+#      SVOX Pico and MBROLA's English voices from contrib/non-free), sox, wordnet-base (its
+#      text), the Asterisk prompts (real speech for config/telephony.yaml, ~25 MB); installed
+#      with apt-get when running as root, after enabling the contrib and non-free components in
+#      the machine's own apt sources; else the command to run is printed.
 #   2. A Python 3.9 venv (.venv) with the pinned stack of requirements.txt and the project.
 #   3. With KALDI_KO=1 (or --kaldi-ko) only: requirements-kaldi-ko.txt, the released Korean
 #      Kaldi model (~87 MB) and vosk, for the kaldi_ko_finetuned system.
@@ -13,7 +16,30 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 KALDI_KO=${KALDI_KO:-}
 [ "${1:-}" = "--kaldi-ko" ] && KALDI_KO=1
-APT_PACKAGES=(espeak-ng flite sox wordnet-base)
+APT_PACKAGES=(espeak-ng flite sox wordnet-base
+              rhvoice rhvoice-english libttspico-utils mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1
+              asterisk-core-sounds-en-wav asterisk-core-sounds-en)
+
+# enable_contrib_non_free: add contrib and non-free (where RHVoice, SVOX Pico and MBROLA live)
+# to every Debian entry that has main, in deb822 files (a `Components:` line) and in classic
+# one-line `deb ... main` entries. The entries themselves (mirrors, suites) stay the machine's.
+enable_contrib_non_free() {
+  local f
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    sed -i -E '/^Components:.*[[:space:]]main([[:space:]]|$)/{
+      /[[:space:]]contrib([[:space:]]|$)/! s/[[:space:]]*$/ contrib/
+      /[[:space:]]non-free([[:space:]]|$)/! s/[[:space:]]*$/ non-free/
+    }' "$f"
+  done
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -f "$f" ] || continue
+    sed -i -E '/^[[:space:]]*deb(-src)?[[:space:]].*[[:space:]]main([[:space:]]|$)/{
+      /[[:space:]]contrib([[:space:]]|$)/! s/[[:space:]]*$/ contrib/
+      /[[:space:]]non-free([[:space:]]|$)/! s/[[:space:]]*$/ non-free/
+    }' "$f"
+  done
+}
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -22,10 +48,13 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing Debian packages: ${missing[*]}" >&2
-    echo "setup: run as root:  apt-get update && apt-get install -y ${missing[*]}" >&2
+    echo "setup: run this script as root (it enables Debian's contrib and non-free components, where" >&2
+    echo "setup: rhvoice, libttspico-utils and mbrola* are), or enable them and run as root:" >&2
+    echo "setup:   apt-get update && apt-get install -y ${missing[*]}" >&2
     exit 1
   fi
   echo "setup: installing Debian packages: ${missing[*]}"
+  grep -qx 'ID=debian' /etc/os-release 2>/dev/null && enable_contrib_non_free
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi

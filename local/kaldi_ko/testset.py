@@ -19,7 +19,8 @@ from typing import List, Tuple
 import numpy as np
 import soundfile as sf
 
-from local.embedded_corpus import SAMPLE_RATE, Speaker, Utterance, mix_at_snr, noise_recording, synthesize
+from local.embedded_corpus import Utterance, mix_at_snr, noise_recording, synthesize
+from local.voices import SAMPLE_RATE, Speaker
 from speechtune.data.tables import read_table, write_table
 from speechtune.errors import StageError
 from speechtune.provenance import atomic_dir
@@ -67,8 +68,7 @@ def sentences(count: int, seed: int = SEED) -> List[str]:
 
 def utterances(count: int, seed: int = SEED) -> List[Utterance]:
     """The test set's utterances: sentence i read by voice setting i mod 3."""
-    speakers = [Speaker(id=f"ko{v}", voice=f"espeak-ng voice=ko rate={rate} pitch={pitch}",
-                        command=("espeak-ng", "-v", "ko", "-s", str(rate), "-p", str(pitch), "--stdout"))
+    speakers = [Speaker(id=f"ko{v}", family="espeak-ng", voice="ko", settings=(("rate", rate), ("pitch", pitch)))
                 for v, (rate, pitch) in enumerate(VOICES)]
     return [Utterance(f"{speakers[i % len(speakers)].id}-{i:03d}", speakers[i % len(speakers)], text, None)
             for i, text in enumerate(sentences(count, seed))]

@@ -73,3 +73,17 @@ def cuts_fingerprint(cuts: CutSet) -> str:
     for path in sorted(storage):
         digest.update(f"{path}\0{file_sha256(path)}".encode())
     return digest.hexdigest()
+
+
+def nested_subset(cuts: CutSet, minutes: float, seed: int) -> CutSet:
+    """The first ``minutes`` of ``cuts`` in an order fixed by ``seed`` and the cut ids alone:
+    for one seed a smaller subset is always part of a larger one (a learning curve's points
+    are nested), whatever order the manifest lists the cuts in."""
+    order = sorted(cuts, key=lambda cut: hashlib.sha256(f"{seed}/{cut.id}".encode()).hexdigest())
+    chosen, seconds = [], 0.0
+    for cut in order:
+        if seconds >= minutes * 60:
+            break
+        chosen.append(cut)
+        seconds += cut.duration
+    return CutSet.from_cuts(chosen)

@@ -33,6 +33,8 @@ from speechtune.data.tables import read_word_table
 from speechtune.errors import StageError
 from speechtune.experiment import PRIMARY_METHOD, decode_dir, feature_cuts
 from speechtune.provenance import atomic_file
+from speechtune.reporting.plots import figure, png_data_uri
+from speechtune.reporting.report import answer
 from speechtune.scoring.significance import (DEFAULT_REPLICATIONS, DEFAULT_SEED, UtteranceErrors, check_same_test_set,
                                              utterance_errors)
 from speechtune.scoring.wer import EPS, align_utterance
@@ -53,25 +55,6 @@ table.ali tr.ref > * { padding-top: 0.5em; color: #555; }
 .S { background: #fcc; } .I { background: #cfc; } .D { background: #ccf; }
 img { max-width: 100%; } p.note { color: #555; font-size: 0.9em; }
 """
-
-
-def _png_data_uri(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _figure(width: float, height: float, rows: int = 1, columns: int = 1):
-    """A figure of rows x columns axes, each width x height inches."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -121,19 +104,20 @@ def wer_section(report: Dict[str, Any], errors: Dict[str, Dict[str, UtteranceErr
         [html.escape(s)] + [f"{scores[t][s]['wer']:.2f} [{scores[t][s]['ci95'][0]:.2f}, {scores[t][s]['ci95'][1]:.2f}]"
                             for t in testsets] for s in systems
     ])]
-    for testset in testsets:
-        lines = [c["text"] for c in report.get("comparisons", [])
-                 if c["testset"] == testset and c["system"] in systems and c["against"] in systems]
-        if lines:
-            parts += [f"<h3>{html.escape(testset)}: differences (negative: fewer errors)</h3>", "<ul>"]
-            parts += [f"<li>{html.escape(line)}</li>" for line in lines] + ["</ul>"]
+    differences = [c for c in report.get("comparisons", []) if c["system"] in systems and c["against"] in systems]
+    if differences:
+        parts += ["<h3>Differences (%WER, negative: fewer errors)</h3>", _table(
+            ["system", "against", "test set", "difference", "95% CI", "P(improvement)"],
+            [[html.escape(c["system"]), html.escape(c["against"]), html.escape(c["testset"]),
+              f"{c['difference']:+.2f}", f"[{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]", f"{c['p_improvement']:.2f}"]
+             for c in differences])]
     parts.append(
         f'<p class="note">Intervals: percentiles of {DEFAULT_REPLICATIONS} bootstrap resamplings of the test '
         f"utterances (seed {DEFAULT_SEED}; Bisani &amp; Ney 2004, as Kaldi's compute-wer-bootci); the two "
         f"systems of a difference are resampled together. P(improvement): the fraction of "
         f"resamplings in which the second system makes fewer errors than the first.</p>"
     )
-    fig, axes = _figure(1.6 + 1.3 * len(systems), 3.8)
+    fig, axes = figure(1.6 + 1.3 * len(systems), 3.8)
     ax = axes[0][0]
     width = 0.8 / len(testsets)
     for i, testset in enumerate(testsets):
@@ -146,8 +130,27 @@ def wer_section(report: Dict[str, Any], errors: Dict[str, Dict[str, UtteranceErr
     ax.set_xticks(np.arange(len(systems)) + width * (len(testsets) - 1) / 2, systems, rotation=15)
     ax.set_ylabel("%WER (95% CI)")
     ax.legend()
-    fig.tight_layout()
-    parts.append(f'<img alt="WER per system" src="{_png_data_uri(fig)}">')
+    parts.append(f'<img alt="WER per system" src="{png_data_uri(fig)}">')
+    return "\n".join(parts)
+
+
+def _png_file_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def answer_section(report: Dict[str, Any], tradeoff_png: Path, findings: Sequence[Path]) -> str:
+    """What fine-tuning bought, first: the report's answer in sentences, the gain/cost scatter of
+    every system, then each finding (a JSON with a ``statement`` and a PNG of the same name:
+    time to target, the learning curve)."""
+    parts = ["<h2>What fine-tuning bought</h2>", "<ul>"]
+    parts += [f"<li>{html.escape(line)}</li>" for line in answer(report)] + ["</ul>"]
+    if tradeoff_png.is_file():
+        parts.append(f'<img alt="target against source WER" src="{_png_file_uri(tradeoff_png)}">')
+    for path in findings:
+        finding = json.loads(path.read_text())
+        parts += [f"<h3>{html.escape(finding['title'])}</h3>", f"<p>{html.escape(finding['statement'])}</p>"]
+        if path.with_suffix(".png").is_file():
+            parts.append(f'<img alt="{html.escape(finding["title"])}" src="{_png_file_uri(path.with_suffix(".png"))}">')
     return "\n".join(parts)
 
 
@@ -177,10 +180,10 @@ def curves_section(exp_dir: Path, systems: Sequence[str]) -> str:
     for system in skipped:
         log.info("no %s in %s: no learning curve for %s", " or ".join(LOSS_TAGS), exp_dir / system / "tensorboard", system)
     trained = [s for s in systems if curves[s]]
-    parts = ["<h2>Learning curves</h2>"]
+    parts = ["<h2>Training curves</h2>"]
     if trained:
         columns = min(len(trained), CURVES_PER_ROW)
-        fig, axes = _figure(3.6, 3.0, rows=-(-len(trained) // columns), columns=columns)
+        fig, axes = figure(3.6, 3.0, rows=-(-len(trained) // columns), columns=columns)
         for ax in axes.flat[len(trained):]:
             ax.set_visible(False)
         for ax, system in zip(axes.flat, trained):
@@ -193,8 +196,7 @@ def curves_section(exp_dir: Path, systems: Sequence[str]) -> str:
             ax.legend(fontsize=8)
         for row in axes:
             row[0].set_ylabel("loss per frame")
-        fig.tight_layout()
-        parts.append(f'<img alt="learning curves" src="{_png_data_uri(fig)}">')
+        parts.append(f'<img alt="training curves" src="{png_data_uri(fig)}">')
     if skipped:
         parts.append(f'<p class="note">No training curves for: {html.escape(", ".join(skipped))}.</p>')
     return "\n".join(parts)
@@ -295,36 +297,41 @@ def examples_section(
     return "\n".join(parts)
 
 
-def other_plots_section(exp_dir: Path) -> str:
-    """Every ``exp_dir/*.png`` that this page does not redraw (e.g. the alpha sweep's), under
-    its file name."""
+def other_plots_section(exp_dir: Path, shown: Sequence[Path]) -> str:
+    """Every ``exp_dir/*.png`` that this page does not show elsewhere (e.g. the alpha sweep's),
+    under its file name."""
     parts = []
     for path in sorted(exp_dir.glob("*.png")):
-        if path.name not in SUPERSEDED_PLOTS:
-            uri = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-            parts += [f"<h3>{html.escape(path.name)}</h3>", f'<img alt="{html.escape(path.name)}" src="{uri}">']
+        if path.name not in SUPERSEDED_PLOTS and path not in shown:
+            parts += [f"<h3>{html.escape(path.name)}</h3>",
+                      f'<img alt="{html.escape(path.name)}" src="{_png_file_uri(path)}">']
     return "\n".join(["<h2>Other plots</h2>"] + parts) if parts else ""
 
 
 def build_report(
     exp_dir: Path, systems: Sequence[str], testsets: Sequence[str], examples: int = 3,
-    report_json: Optional[Path] = None,
+    report_json: Optional[Path] = None, findings: Sequence[Path] = (),
 ) -> str:
-    """The page, as a string (``report_json``: default ``exp_dir/report.json``; the test sets'
-    audio is found under ``data/`` beside ``exp_dir``)::
+    """The page, as a string (``report_json``: default ``exp_dir/report.json``, its
+    ``<name>_tradeoff.png`` beside it; ``findings``: JSON files such as time_to_target.json,
+    shown first with their PNGs; the test sets' audio is found under ``data/`` beside
+    ``exp_dir``)::
 
         >>> page = build_report(Path("exp"), ["pretrained", "finetuned", "scratch"], ["target_test", "source_test"])
         >>> Path("report.html").write_text(page, encoding="utf-8")
     """
     exp_dir = Path(exp_dir)
-    report = read_report(report_json or exp_dir / "report.json", systems, testsets)
+    report_json = Path(report_json or exp_dir / "report.json")
+    report = read_report(report_json, systems, testsets)
     errors = load_errors(exp_dir, systems, testsets)
+    tradeoff = report_json.with_name(f"{report_json.stem}_tradeoff.png")
     sections = [
+        answer_section(report, tradeoff, findings),
         wer_section(report, errors),
         curves_section(exp_dir, systems),
         speakers_section(exp_dir, systems, testsets),
         examples_section(errors, exp_dir.parent, examples) if examples > 0 else "",
-        other_plots_section(exp_dir),
+        other_plots_section(exp_dir, [tradeoff, *(Path(f).with_suffix(".png") for f in findings)]),
     ]
     return "\n".join([
         "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
@@ -336,10 +343,10 @@ def build_report(
 
 
 def write_html_report(exp_dir: Path, systems: Sequence[str], testsets: Sequence[str], output: Path,
-                      report_json: Optional[Path] = None, examples: int = 3) -> None:
+                      report_json: Optional[Path] = None, examples: int = 3, findings: Sequence[Path] = ()) -> None:
     """:func:`build_report` written (atomically) to ``output``."""
     logging.getLogger("tensorboard").setLevel(logging.ERROR)  # its event-file walk, line by line
-    page = build_report(exp_dir, systems, testsets, examples, report_json)
+    page = build_report(exp_dir, systems, testsets, examples, report_json, findings)
     with atomic_file(output) as tmp:
         tmp.write_text(page, encoding="utf-8")
     log.info("wrote %s (%.0f kB)", output, len(page.encode("utf-8")) / 1024)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from speechtune.errors import StageError
-from speechtune.experiment import TESTSETS, decode_dir, sweep_variants, system_dir, system_names, training_sections
+from speechtune.experiment import decode_dir, sweep_variants, system_dir, system_names, testsets, training_sections
 
 
 @dataclass
@@ -103,14 +103,15 @@ def _decode_reasons(method_dir: Path, config: Mapping[str, Any], root: Path) -> 
 
 
 def system_status(exp_dir: Path, config: Mapping[str, Any], system: str,
-                  testsets: Sequence[str] = TESTSETS) -> SystemStatus:
+                  testset_names: Optional[Sequence[str]] = None) -> SystemStatus:
     """The state of ``exp_dir/system`` under ``config``::
 
         >>> system_status(Path("exp"), load_config([]), "finetuned")
         SystemStatus(system='finetuned', state='built', reasons=[], wer={'target_test': 23.1788, ...})
     """
     root = exp_dir.parent
-    wer_paths = {t: Path(decode_dir(system, t, exp_dir=exp_dir)) / "wer.json" for t in testsets}
+    wer_paths = {t: Path(decode_dir(system, t, exp_dir=exp_dir)) / "wer.json"
+                 for t in testset_names or testsets(config)}
     wer = {t: float(_read_json(p)["wer"]) if p.is_file() else None for t, p in wer_paths.items()}
     model = Path(system_dir(system, exp_dir)) / "model.pt"
     provenance_path = model.with_name("provenance.json")
@@ -134,10 +135,10 @@ def _why(reasons: Sequence[str], shown: int = 2) -> str:
     return "; ".join(reasons[:shown]) + more
 
 
-def format_table(statuses: Sequence[SystemStatus], testsets: Sequence[str]) -> str:
+def format_table(statuses: Sequence[SystemStatus], testset_names: Sequence[str]) -> str:
     """A plain aligned table, one line per system (its first reasons when not built)."""
-    rows = [["system", "state", *testsets, "why"]]
-    rows += [[s.system, s.state, *("-" if s.wer[t] is None else f"{s.wer[t]:.2f}" for t in testsets),
+    rows = [["system", "state", *testset_names, "why"]]
+    rows += [[s.system, s.state, *("-" if s.wer[t] is None else f"{s.wer[t]:.2f}" for t in testset_names),
               _why(s.reasons)] for s in statuses]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = []
@@ -148,8 +149,9 @@ def format_table(statuses: Sequence[SystemStatus], testsets: Sequence[str]) -> s
     return "\n".join(lines)
 
 
-def status(exp_dir: Path, config: Mapping[str, Any], testsets: Sequence[str] = TESTSETS) -> List[SystemStatus]:
+def status(exp_dir: Path, config: Mapping[str, Any],
+           testset_names: Optional[Sequence[str]] = None) -> List[SystemStatus]:
     """Every system's status: the main target's, then the alpha sweep's that exist in ``exp_dir``
     (the sweep is built by its own target)."""
     systems = system_names(config) + [s for s in sweep_variants(config) if Path(system_dir(s, exp_dir)).is_dir()]
-    return [system_status(exp_dir, config, system, testsets) for system in systems]
+    return [system_status(exp_dir, config, system, testset_names) for system in systems]

@@ -36,6 +36,7 @@ atomically: their presence means training finished.
 import hashlib
 import json
 import logging
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -170,7 +171,7 @@ def set_up(run: StageRun, exp_dir: Path, lang_dir: Path, train_cuts: CutSet, val
     torch.manual_seed(run.seed)
     random.seed(run.seed)
     np.random.seed(run.seed)
-    torch.set_num_threads(train_params["threads"])
+    torch.set_num_threads(min(train_params["threads"], os.cpu_count() or 1))  # never more than the cores
 
     # The resume key: everything the result depends on. A checkpoint written with other data,
     # another lang dir, start, config or library code is never resumed.
