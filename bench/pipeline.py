@@ -56,7 +56,9 @@ def main() -> None:
         print(f"{job:<48} {seconds:>8.1f}")
     results = REPO_ROOT / "bench" / "results" / "pipeline.json"
     results.parent.mkdir(exist_ok=True)
-    results.write_text(json.dumps({"full_run_seconds": round(full, 1), "noop_rerun_seconds": round(cached, 2),
+    commit = subprocess.run(["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty"],
+                            capture_output=True, text=True).stdout.strip()
+    results.write_text(json.dumps({"commit": commit, "full_run_seconds": round(full, 1), "noop_rerun_seconds": round(cached, 2),
                                    "cores_argument": args.cores, "machine_cores": machine,
                                    "configfiles": args.configfile, "jobs": jobs}, indent=2) + "\n")
     if args.keep is None:

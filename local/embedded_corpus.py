@@ -82,14 +82,15 @@ class Utterance:
 @dataclass(frozen=True)
 class SplitPlan:
     """What a split's utterances are drawn from: its speakers (in turn order), its sentences in
-    reading order and, for a noisy domain, the config's room ranges."""
+    reading order, and the domain config's room ranges: a ``room_fraction`` of the utterances is
+    read in a room drawn from them (reverb and background noise), the rest clean."""
 
     domain: str
     split: str
     seed: int
     speakers: Sequence[Speaker]
     sentences: Sequence[str]
-    room_ranges: Optional[Mapping[str, Any]] = None
+    room_ranges: Optional[Mapping[str, Any]] = None   # with room_fraction: the share read in a room
 
     def __post_init__(self) -> None:
         if not self.speakers or not self.sentences:
@@ -107,7 +108,8 @@ class SplitPlan:
         speaker = self.speakers[(i + i // n_sentences) % len(self.speakers)]
         rng = random.Random(f"{self.seed}/{self.domain}/{self.split}/{i}")
         voice_seed = rng.getrandbits(32)
-        room = None if self.room_ranges is None else _draw_room(self.room_ranges, rng)
+        in_room = self.room_ranges is not None and rng.random() < self.room_ranges["room_fraction"]
+        room = _draw_room(self.room_ranges, rng) if in_room else None
         text = self.sentences[i % n_sentences]
         return Utterance(f"{speaker.id}-{self.split}-{i:05d}", speaker, text, room, voice_seed)
 
@@ -275,13 +277,12 @@ def plan_corpus(domain: str, config: Mapping[str, Any], seed: int, skip: Collect
     if domain not in DOMAINS:
         raise ValueError(f"unknown domain {domain!r}; expected one of {DOMAINS}")
     sentences = _source_sentences(config, seed) if domain == "source" else _target_sentences(config, seed)
-    room_ranges = config if domain == "target" else None
     plans = {}
     for split, speakers in plan_speakers(domain, config, seed, skip).items():
         order = list(speakers)
         random.Random(f"{seed}/{domain}/{split}/speakers").shuffle(order)  # families take turns too
         pool = sentences[SENTENCES_OF.get(split, split)]
-        plans[split] = SplitPlan(domain, split, seed, order, pool, room_ranges)
+        plans[split] = SplitPlan(domain, split, seed, order, pool, config)
     return plans
 
 

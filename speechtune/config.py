@@ -11,6 +11,7 @@ same way everywhere, naming the key and the valid ones::
     'corpus.target': ... (did you mean 'train_minutes'?)
 """
 import difflib
+import functools
 from pathlib import Path
 from typing import Any, Dict, Mapping, Sequence
 
@@ -51,7 +52,9 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: not UTF-8 text") from None
 
 
+@functools.lru_cache(maxsize=1)
 def load_schema() -> Dict[str, Any]:
+    """The schema, read once per process: the Snakefile validates every system's sections."""
     return read_yaml(SCHEMA_PATH)
 
 

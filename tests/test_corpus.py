@@ -208,6 +208,19 @@ def test_default_target_speakers_are_new(default_plans) -> None:
     check_unseen_split(DEFAULT["corpus"])
 
 
+def test_room_fraction_is_the_share_of_utterances_read_in_a_room(default_plans) -> None:
+    def rooms(domain: str, split: str) -> List[bool]:
+        plan = default_plans[domain][split]
+        return [plan.utterance(i).room is not None for i in range(400)]
+
+    assert all(rooms("target", "train"))  # room_fraction 1.0: every command is far-field
+    source = rooms("source", "train")
+    assert 0.4 < sum(source) / len(source) < 0.6  # room_fraction 0.5
+    clean = deep_merge(DEFAULT["corpus"]["source"], {"room_fraction": 0.0})
+    plan = plan_corpus("source", clean, seed=1234)["train"]
+    assert not any(plan.utterance(i).room for i in range(100))
+
+
 def test_a_family_reading_test_unseen_must_read_nothing_else() -> None:
     pico = dict(DEFAULT["corpus"]["target"]["families"]["pico"], speakers={"train": 2})
     corpus = deep_merge(DEFAULT["corpus"], {"source": {"families": {"pico": pico}}})

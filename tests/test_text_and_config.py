@@ -84,11 +84,11 @@ def test_a_yaml_syntax_error_names_file_line_and_column(tmp_path):
 
 def test_a_preset_removes_a_variant_with_null(tmp_path):
     preset = tmp_path / "fewer.yaml"
-    preset.write_text("finetune_variants: {finetuned_mmi: null}\nadapt_variants: {adapted_lhuc: null}\n")
+    preset.write_text("finetune_variants: {finetuned_mmi: null, finetuned_l2sp: null}\n")
     config = load_config([DEFAULT_CONFIG_PATH, preset])
     experiment.check_config(config)
     names = experiment.system_names(config)
-    assert "finetuned_mmi" not in names and "adapted_lhuc" not in names and "finetuned_kld" in names
+    assert "finetuned_mmi" not in names and "finetuned_l2sp" not in names and "adapted" in names
 
 
 def test_model_shape_errors_fail_before_any_job_runs():
