@@ -4,18 +4,20 @@
 # Variables: CORES (default 8), TARGET (the Snakemake target), SNAKEMAKE_ARGS (e.g.
 # "--configfile config/tiny.yaml"), PYTHON (a Python 3.9 to build the venv from), KALDI_KO=1
 # (also install the released Korean Kaldi model; on by itself when TARGET or SNAKEMAKE_ARGS
-# name kaldi_ko, e.g. SNAKEMAKE_ARGS="--configfile config/kaldi_ko.yaml").
+# name kaldi_ko, e.g. SNAKEMAKE_ARGS="--configfile config/kaldi_ko.yaml"), PEERS=1 (also install
+# the recognizers bench/peers.py compares against).
 VENV ?= .venv
 CORES ?= 8
 TARGET ?= exp/finetuned/wer.txt
 SNAKEMAKE_ARGS ?=
 PYTEST_ARGS ?=
 KALDI_KO ?= $(if $(findstring kaldi_ko,$(TARGET) $(SNAKEMAKE_ARGS)),1,)
+PEERS ?=
 
-.PHONY: run test setup
+.PHONY: run test setup bench
 
 setup:
-	@KALDI_KO=$(KALDI_KO) bash tools/setup.sh
+	@KALDI_KO=$(KALDI_KO) PEERS=$(PEERS) bash tools/setup.sh
 
 # The target comes first: options such as --configfile take several values. A lock left by a
 # killed run is removed when no Snakemake runs in this directory; --rerun-incomplete redoes
@@ -32,3 +34,16 @@ run: setup
 test: setup
 	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "ERROR: pytest collected no tests" >&2; fi; exit $$rc
+
+# Every benchmark, in the tree `make run` built (they read its models and test sets), with the
+# peer recognizers installed first; each writes bench/results/<name>.json (docs/benchmarks.md).
+# The full run from nothing is its own command: bench/pipeline.py --keep DIR.
+bench: PEERS = 1
+bench: setup
+	@test -f exp/report.json || { echo "make bench: no exp/report.json here: run \`make run\` first (the benchmarks read its tree)" >&2; exit 1; }
+	$(VENV)/bin/python bench/pipeline.py --built .
+	$(VENV)/bin/python bench/decode.py
+	$(VENV)/bin/python bench/training.py
+	$(VENV)/bin/python bench/losses.py
+	$(VENV)/bin/python bench/features.py
+	$(VENV)/bin/python bench/peers.py

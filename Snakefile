@@ -21,3 +21,10 @@ include: "rules/lang.smk"
 include: "rules/train.smk"
 include: "rules/decode.smk"
 include: "rules/kaldi_ko.smk"
+
+localrules: fbank, wer   # no work: never worth a cluster job
+
+unknown = sorted(set(config["resources"]) - {"default"} - {r.name for r in workflow.rules})
+if unknown:
+    raise ValueError(f"resources: {', '.join(unknown)} is no rule; rules: "
+                     f"{', '.join(sorted(r.name for r in workflow.rules))}")

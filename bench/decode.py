@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from results_file import write_results  # noqa: E402
 from speechtune import experiment as ex  # noqa: E402
 from speechtune.config import DEFAULT_CONFIG_PATH, load_config  # noqa: E402
 from speechtune.data.cuts import load_cuts  # noqa: E402
@@ -33,6 +34,7 @@ def main() -> None:
     params = config["decode"]
     model = model_from_checkpoint(Path(ex.system_dir(args.system)) / "model.pt")
     print(f"{'test set':<14} {'audio s':>8} {'HLG RTF':>8} {'greedy RTF':>10} {'HLG/greedy':>10}")
+    figures = {}
     for testset in args.testsets or ex.testsets(config):
         domain = ex.testset_domain(testset)
         lang_dir = Path(ex.lang_dir(config, domain))
@@ -42,6 +44,9 @@ def main() -> None:
         audio = sum(cut.duration for cut in cuts)
         hlg, greedy = seconds["hlg"] / audio, seconds["greedy"] / audio
         print(f"{testset:<14} {audio:>8.1f} {hlg:>8.4f} {greedy:>10.4f} {hlg / greedy:>10.1f}")
+        figures[testset] = {"audio_seconds": round(audio, 1), "hlg_rtf": round(hlg, 4), "greedy_rtf": round(greedy, 4)}
+    print("goal: HLG RTF <= 0.05 on 2 cores")
+    write_results("decode", {"system": args.system, "threads": 2, "testsets": figures})
 
 
 if __name__ == "__main__":

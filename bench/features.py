@@ -30,6 +30,7 @@ import torch
 from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from results_file import write_results  # noqa: E402
 from local.embedded_corpus import SAMPLE_RATE, plan_corpus, synthesize  # noqa: E402
 from speechtune.config import load_config  # noqa: E402
 from speechtune.features.extractors import make_extractor  # noqa: E402
@@ -117,10 +118,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         in_cuts = write_cuts(utterances, Path(tmp))
         for extractor, jobs in itertools.product(("lhotse-fbank", "kaldi-native-fbank"), sorted({1, args.jobs})):
-            config = {"extractor": extractor, "num_mel_bins": 80, "num_jobs": jobs}
+            config = {"extractor": extractor, "num_mel_bins": 80}
             out_cuts = Path(tmp) / f"{extractor}-{jobs}" / "bench_cuts.jsonl.gz"
             started = time.perf_counter()
-            extract_features(in_cuts, out_cuts, config, StageRun("features", config, args.seed))
+            extract_features(in_cuts, out_cuts, config, StageRun("features", config, args.seed), num_jobs=jobs)
             seconds = time.perf_counter() - started
             stage_rt[extractor, jobs] = hours * 3600 / seconds
             print(f"{f'{extractor}, num_jobs {jobs}':<34} {seconds / hours:>10.2f} {stage_rt[extractor, jobs]:>12.0f}",
@@ -128,6 +129,11 @@ def main() -> None:
     best = max(stage_rt[("lhotse-fbank", jobs)] for jobs in {1, args.jobs})
     print(f"goal: the stage (lhotse-fbank) >= 100x real time on {args.jobs} cores: "
           f"{'met' if best >= 100 else 'missed'} ({best:.0f}x)")
+    write_results("features", {
+        "audio_minutes": round(hours * 60, 2),
+        "extractor_seconds_per_hour": {name: round(s / hours, 2) for name, s in median.items()},
+        "kaldi_native_fbank_over_lhotse": round(median["kaldi-native-fbank"] / median[ours], 3),
+        "stage_x_real_time": {f"{extractor}, num_jobs {jobs}": round(rt) for (extractor, jobs), rt in stage_rt.items()}})
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from typing import Callable, Dict, List
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from results_file import write_results  # noqa: E402
 from local.source_text import wordnet_sentences  # noqa: E402
 from local.target_grammar import sample_sentences  # noqa: E402
 from speechtune.config import load_config  # noqa: E402
@@ -127,6 +128,10 @@ def main() -> None:
         ratios += [f"LF-MMI {name} / k2 CTC = {median[f'{kind} LF-MMI {name}'] / median[f'{kind} k2 CTC']:.2f}x"
                    for name in mmi_losses]
         print(f"{kind}: " + ", ".join(ratios))
+    write_results("losses", {"batch": args.batch, "frames": args.frames, "reps": args.reps,
+                             "median_ms": {name: round(1000 * m, 2) for name, m in median.items()},
+                             "ratios": {f"{kind} {name} / k2 CTC": round(median[f"{kind} {name}"] / median[f"{kind} k2 CTC"], 2)
+                                        for kind in ("loss", "step") for name in losses}})
 
 
 if __name__ == "__main__":

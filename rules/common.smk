@@ -18,6 +18,7 @@ ex.check_config(config)  # a bad override or an unknown method fails here, befor
 check_unseen_split(config["corpus"])  # the unseen voice family reads no other split of either domain
 
 PYTHON = sys.executable  # the venv that runs Snakemake runs every stage
+DEVICE = config["device"]  # where training and decoding compute: a CLI option, so changing it reruns nothing
 
 # Never more busy threads than the machine has cores, whatever --cores says: on 2 cores, two
 # trainings of two torch threads each run 5-20x slower than one alone. Every rule that computes
@@ -27,9 +28,24 @@ CPU_THREADS = os.cpu_count() or 1
 workflow.global_resources.setdefault("cpu_threads", CPU_THREADS)
 
 
-def busy(threads):
-    """The cpu_threads a job of ``threads`` busy threads takes (at most the limit: it must fit)."""
-    return min(int(threads), workflow.global_resources["cpu_threads"])
+def asked_resources(rule):
+    """The config's `resources` entry of ``rule`` over its `default`."""
+    return {**config["resources"]["default"], **config["resources"].get(rule, {})}
+
+
+def rule_threads(rule):
+    """The busy threads of one job of ``rule`` (Snakemake lowers them to --cores)."""
+    return asked_resources(rule)["threads"]
+
+
+def rule_resources(rule):
+    """Snakemake resources of ``rule``'s jobs: mem_mb, runtime (minutes), gpus, and cpu_threads,
+    its busy threads, at most the limit (a job must fit)."""
+    asked = asked_resources(rule)
+    return {"cpu_threads": min(asked["threads"], workflow.global_resources["cpu_threads"]),
+            "mem_mb": asked["mem_mb"], "runtime": asked["runtime"], "gpus": asked["gpus"]}
+
+
 SEED = config["seed"]
 SYSTEMS = ex.system_names(config)
 SWEEP = list(ex.sweep_variants(config))

@@ -22,13 +22,13 @@ rule corpus:
     params:
         cfg=lambda w: section("corpus", w.domain),
         seed=SEED,
+    threads: rule_threads("corpus")
     resources:
-        cpu_threads=busy(8),
+        **rule_resources("corpus"),
     log:
         "logs/corpus/{domain}.log",
     benchmark:
         "logs/corpus/{domain}.benchmark.tsv"
-    threads: 8
     shell:
         "{PYTHON} -m stages.corpus --domain {wildcards.domain} --jobs {threads} "
         "--config-json {params.cfg:q} --seed {params.seed} {output} > {log} 2>&1"
@@ -43,8 +43,9 @@ rule prepare:
     params:
         cfg=section("prepare"),
         seed=SEED,
+    threads: rule_threads("prepare")
     resources:
-        cpu_threads=busy(1),
+        **rule_resources("prepare"),
     log:
         "logs/prepare/{domain}_{split}.log",
     benchmark:
@@ -81,15 +82,15 @@ rule features:
         cfg=section("features"),
         seed=SEED,
         options=features_options,
+    threads: rule_threads("features")
     resources:
-        cpu_threads=busy(config["features"]["num_jobs"]),
+        **rule_resources("features"),
     log:
         "logs/features/{feature_dir}/{subset}.log",
     benchmark:
         "logs/features/{feature_dir}/{subset}.benchmark.tsv"
-    threads: 2
     shell:
-        "{PYTHON} -m stages.features {input.cuts} {output.cuts} {params.options} "
+        "{PYTHON} -m stages.features {input.cuts} {output.cuts} {params.options} --threads {threads} "
         "--config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
 
 
@@ -102,12 +103,13 @@ rule noise:
         cfg=section("features"),
         seed=SEED,
         types=config["corpus"]["target"]["noise_types"],
+    threads: rule_threads("noise")
     resources:
-        cpu_threads=busy(config["features"]["num_jobs"]),
+        **rule_resources("noise"),
     log:
         "logs/noise/noise.log",
     shell:
-        "{PYTHON} -m stages.noise {output.noise} {output.cuts} --noise-types {params.types} "
+        "{PYTHON} -m stages.noise {output.noise} {output.cuts} --noise-types {params.types} --threads {threads} "
         "--config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
 
 
@@ -120,6 +122,9 @@ rule subset:
         ex.feature_cuts(ex.CURVE_SUBSET),
     wildcard_constraints:
         minutes=r"[0-9]+(\.[0-9]+)?",
+    threads: rule_threads("subset")
+    resources:
+        **rule_resources("subset"),
     log:
         "logs/subset/target_train_{minutes}min.log",
     shell:

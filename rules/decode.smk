@@ -16,16 +16,16 @@ rule decode:
         seed=SEED,
         lm=lambda w: ex.testset_domain(w.testset),
         out=ex.decode_dir("{system}", "{testset}", method=None),
+    threads: rule_threads("decode")
     resources:
-        cpu_threads=busy(2),
+        **rule_resources("decode"),
     log:
         "logs/decode/{system}_{testset}.log",
     benchmark:
         "logs/decode/{system}_{testset}.benchmark.tsv"
-    threads: 2
     shell:
         "{PYTHON} -m stages.decode {input.model} {input.lang} {params.lm} {input.cuts} {params.out} "
-        "--config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
+        "--threads {threads} --device {DEVICE} --config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
 
 
 rule score:
@@ -37,6 +37,9 @@ rule score:
                name=["wer.txt", "wer.json", "per_utt.txt", "per_spk.txt"]),
     params:
         decode_dir=ex.decode_dir("{system}", "{testset}", "{method}"),
+    threads: rule_threads("score")
+    resources:
+        **rule_resources("score"),
     log:
         "logs/score/{system}_{testset}_{method}.log",
     shell:

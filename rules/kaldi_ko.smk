@@ -10,6 +10,9 @@ rule import_kaldi:
         provenance=f"{ex.KALDI_KO_IMPORT}/provenance.json",
     params:
         model=config["kaldi_ko"]["model"],
+    threads: rule_threads("import_kaldi")
+    resources:
+        **rule_resources("import_kaldi"),
     log:
         "logs/import/kaldi_ko.log",
     shell:
@@ -20,6 +23,9 @@ rule kaldi_ko_testset:
     """Korean speech synthesized with espeak-ng: what the import is checked on against Vosk."""
     output:
         directory("data/kaldi_ko/test"),
+    threads: rule_threads("kaldi_ko_testset")
+    resources:
+        **rule_resources("kaldi_ko_testset"),
     log:
         "logs/kaldi_ko/testset.log",
     shell:
@@ -35,10 +41,10 @@ rule kaldi_ko_agreement:
         "exp/kaldi_ko_agreement.json",
     params:
         model=config["kaldi_ko"]["model"],
+    threads: rule_threads("kaldi_ko_agreement")
     resources:
-        cpu_threads=busy(2),
+        **rule_resources("kaldi_ko_agreement"),
     log:
         "logs/kaldi_ko/agreement.log",
-    threads: 2
     shell:
         "{PYTHON} -m stages.kaldi_ko_agreement {input} {output} --model {params.model} --modes online > {log} 2>&1"

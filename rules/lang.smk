@@ -16,8 +16,9 @@ rule lang:
         cfg=section("lang"),
         seed=SEED,
         bpe_model=lambda w, input: f"--bpe-model {input.source_lang[0]}/bpe.model" if input.source_lang else "",
+    threads: rule_threads("lang")
     resources:
-        cpu_threads=busy(1),
+        **rule_resources("lang"),
     log:
         "logs/lang/{domain}.log",
     benchmark:

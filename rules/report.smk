@@ -32,12 +32,13 @@ rule time_to_target:
     params:
         cfg=section("decode"),
         systems=[ex.PLAIN, ex.SCRATCH],
+    threads: rule_threads("time_to_target")
     resources:
-        cpu_threads=busy(2),
+        **rule_resources("time_to_target"),
     log:
         "logs/report/time_to_target.log",
     shell:
-        "{PYTHON} -m stages.time_to_target exp {input.lang} {input.cuts} --systems {params.systems} "
+        "{PYTHON} -m stages.time_to_target exp {input.lang} {input.cuts} --systems {params.systems} --threads {threads} "
         "--config-json {params.cfg:q} --seed {SEED} > {log} 2>&1"
 
 
@@ -55,6 +56,9 @@ rule learning_curve:
         png="exp/learning_curve.png",
     params:
         points=json.dumps(CURVE_POINTS),
+    threads: rule_threads("learning_curve")
+    resources:
+        **rule_resources("learning_curve"),
     log:
         "logs/report/learning_curve.log",
     shell:
@@ -77,8 +81,9 @@ rule report:
            "html": report("exp/report.html", caption=f"{CAPTIONS}/html.rst", category="Results")},
     params:
         systems=SYSTEMS,
+    threads: rule_threads("report")
     resources:
-        cpu_threads=busy(1),
+        **rule_resources("report"),
     log:
         "logs/report/report.log",
     shell:
@@ -96,8 +101,9 @@ rule alpha_sweep:
         alpha=report("exp/alpha_sweep_alpha.png", caption=f"{CAPTIONS}/alpha.rst", category="Alpha sweep"),
     params:
         systems=[*SYSTEMS, *SWEEP],
+    threads: rule_threads("alpha_sweep")
     resources:
-        cpu_threads=busy(1),
+        **rule_resources("alpha_sweep"),
     log:
         "logs/report/alpha_sweep.log",
     shell:

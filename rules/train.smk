@@ -12,16 +12,16 @@ rule pretrain:
     params:
         cfg=training_config(ex.BASELINE),
         seed=SEED,
+    threads: rule_threads("pretrain")
     resources:
-        cpu_threads=busy(config["pretrain"]["threads"]),
+        **rule_resources("pretrain"),
     log:
         "logs/pretrain/pretrain.log",
     benchmark:
         "logs/pretrain/pretrain.benchmark.tsv"
-    threads: 2
     shell:
         "{PYTHON} -m stages.pretrain {input.cuts} {input.lang} " + ex.system_dir(ex.BASELINE) + " "
-        "--config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
+        "--threads {threads} --device {DEVICE} --config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
 
 
 rule finetune:
@@ -38,17 +38,18 @@ rule finetune:
         cfg=lambda w: training_config(w.system),
         seed=lambda w: ex.system_seed(config, w.system),
         extra=extra_arguments,
+    threads: rule_threads("finetune")
     resources:
-        cpu_threads=lambda w: busy(ex.training_sections(config, w.system)["finetune"]["threads"]),
+        **rule_resources("finetune"),
     log:
         "logs/finetune/{system}.log",
     benchmark:
         "logs/finetune/{system}.benchmark.tsv"
-    threads: 2
     shell:
         "{PYTHON} -m stages.finetune {input.init} {input.cuts} {input.valid} {input.lang} "
         + ex.system_dir("{wildcards.system}") + " "
-        "{params.extra} --config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
+        "{params.extra} --threads {threads} --device {DEVICE} "
+        "--config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
 
 
 rule scratch:
@@ -65,13 +66,13 @@ rule scratch:
         cfg=lambda w: training_config(w.system),
         seed=lambda w: ex.system_seed(config, w.system),
         out=ex.system_dir("{system}"),
+    threads: rule_threads("scratch")
     resources:
-        cpu_threads=lambda w: busy(ex.training_sections(config, w.system)["finetune"]["threads"]),
+        **rule_resources("scratch"),
     log:
         "logs/scratch/{system}.log",
     benchmark:
         "logs/scratch/{system}.benchmark.tsv"
-    threads: 2
     shell:
         "{PYTHON} -m stages.scratch {input.cuts} {input.valid} {input.lang} {params.out} "
-        "--config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
+        "--threads {threads} --device {DEVICE} --config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"

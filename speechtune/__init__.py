@@ -9,7 +9,7 @@ against :data:`LAYERS`):
    :mod:`~speechtune.registry` (named variants), :mod:`~speechtune.config` (loading and
    schema validation), :mod:`~speechtune.provenance` (atomic writes, provenance.json),
    :mod:`~speechtune.text` (transcript normalization), :mod:`~speechtune.cli` (what every
-   stage CLI shares)
+   stage CLI shares), :mod:`~speechtune.devices` (CPU or CUDA)
 2. data and Kaldi I/O: :mod:`~speechtune.data` (Kaldi text tables, Kaldi data dirs <-> lhotse
    manifests, cut loading), :mod:`~speechtune.kaldi` (Kaldi's model files: nnet3, MFCC,
    i-vectors)
@@ -33,7 +33,7 @@ follows one utterance through it).
 
 # The layers above, by the top-level name of a module under speechtune/.
 LAYERS = (
-    ("errors", "registry", "text", "config", "provenance", "cli"),
+    ("errors", "registry", "text", "config", "provenance", "cli", "devices"),
     ("data", "kaldi"),
     ("features", "lang"),
     ("models",),

@@ -23,11 +23,15 @@ prints as one ``ERROR:`` line with exit status 1 (Snakemake then names the log).
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, Sequence
 
+import torch
+
 from speechtune.config import DEFAULT_CONFIG_PATH, REPO_ROOT, get_section, load_config, validate_config
+from speechtune.devices import DEVICES, select_device
 from speechtune.errors import ConfigError, StageError
 
 
@@ -69,6 +73,35 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         help="this stage's resolved config section as JSON (what the Snakefile passes)",
     )
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: the config's seed)")
+
+
+def add_threads_argument(parser: argparse.ArgumentParser, what: str = "torch threads") -> None:
+    """Add ``--threads N``: the job's busy threads (Snakemake passes its rule's ``threads``, from
+    the config's ``resources``). Not part of the stage's config, so it never changes a result's
+    identity (the resume key) or reruns a stage."""
+    parser.add_argument("--threads", type=int, default=1, metavar="N",
+                        help=f"{what} (default 1; never more than the machine's cores)")
+
+
+def add_compute_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--threads`` and ``--device auto|cpu|cuda`` (:mod:`speechtune.devices`; the rules
+    pass the config's ``device``): where a training or decoding stage computes."""
+    add_threads_argument(parser)
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="auto: CUDA where torch and k2 have it, else the CPU (default auto)")
+
+
+def compute_device(args: argparse.Namespace) -> torch.device:
+    """Set torch's threads from ``--threads``; the device ``--device`` asks for."""
+    use_threads(args.threads)
+    return select_device(args.device)
+
+
+def use_threads(threads: int) -> int:
+    """Set torch's intra-op threads to ``threads``, at most the machine's cores; return them."""
+    threads = max(1, min(threads, os.cpu_count() or 1))
+    torch.set_num_threads(threads)
+    return threads
 
 
 def stage_config(args: argparse.Namespace, section: str) -> Dict[str, Any]:

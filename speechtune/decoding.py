@@ -15,7 +15,6 @@ line per utterance, an empty hypothesis as the bare id) for :mod:`speechtune.sco
 """
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -64,7 +63,10 @@ def decode_cuts(
     model: torch.nn.Module, loader: DataLoader, hlg: k2.Fsa, words: Mapping[int, str],
     tokens: Optional[Mapping[int, str]], params: Mapping[str, Any],
 ) -> Tuple[Dict[str, Dict[str, List[str]]], Dict[str, float]]:
-    """``({method: {cut_id: words}}, {method: seconds})`` over every batch of ``loader``."""
+    """``({method: {cut_id: words}}, {method: seconds})`` over every batch of ``loader``, on the
+    model's device."""
+    device = next(model.parameters()).device
+    hlg = hlg.to(device)
     hyps: Dict[str, Dict[str, List[str]]] = {"hlg": {}, "greedy": {}} if tokens else {"hlg": {}}
     seconds = {method: 0.0 for method in hyps}
     for batch in tqdm(loader, desc="decode", unit="batch"):
@@ -74,7 +76,7 @@ def decode_cuts(
         starts = [int(s) // model.subsampling_factor for s in supervisions["start_frame"]]
         started = time.time()
         with torch.no_grad():
-            log_probs = batch_log_probs(model, batch, torch.device("cpu"))
+            log_probs = batch_log_probs(model, batch, device)
         network_seconds = time.time() - started
         lengths = [min(model.output_lengths(int(n)), log_probs.size(1) - start)
                    for n, start in zip(supervisions["num_frames"], starts)]
@@ -138,11 +140,10 @@ def hlg_word_errors(model: torch.nn.Module, lang_dir: Path, lm: str, cuts: CutSe
 
 
 def decode_test_set(model_path: Path, lang_dir: Path, lm: str, cuts_path: Path, out_dir: Path,
-                    params: Mapping[str, Any], run: StageRun) -> None:
+                    params: Mapping[str, Any], run: StageRun, device: torch.device = torch.device("cpu")) -> None:
     """The ``decode`` stage: ``cuts_path`` recognized by the checkpoint ``model_path`` with
-    ``lang_dir``'s HLG of ``lm`` (the test set's domain), into ``out_dir``."""
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
-    model = model_from_checkpoint(model_path)
+    ``lang_dir``'s HLG of ``lm`` (the test set's domain), on ``device``, into ``out_dir``."""
+    model = model_from_checkpoint(model_path).to(device)
     model.select_domain(lm)  # a domain's adapters apply to its own test sets only
     cuts = load_cuts(cuts_path)
     hlg = load_hlg(lang_dir, lm)

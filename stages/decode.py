@@ -12,7 +12,8 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from speechtune.cli import add_config_arguments, run_cli, stage_config, stage_parser, stage_seed
+from speechtune.cli import (add_compute_arguments, add_config_arguments, compute_device, run_cli,
+                            stage_config, stage_parser, stage_seed)
 from speechtune.decoding import decode_test_set
 from speechtune.provenance import StageRun
 
@@ -24,15 +25,17 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("lm", help="which LM's HLG: the domain of the test set (source|target)")
     parser.add_argument("cuts", type=Path, help="test cuts with features")
     parser.add_argument("out_dir", type=Path, help="e.g. exp/finetuned/decode/target_test")
+    add_compute_arguments(parser)
     add_config_arguments(parser)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
+    device = compute_device(args)
     params = stage_config(args, "decode")
     run = StageRun("decode", params, stage_seed(args))
-    decode_test_set(args.model, args.lang_dir, args.lm, args.cuts, args.out_dir, params, run)
+    decode_test_set(args.model, args.lang_dir, args.lm, args.cuts, args.out_dir, params, run, device)
 
 
 if __name__ == "__main__":

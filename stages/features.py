@@ -18,7 +18,7 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from speechtune.cli import add_config_arguments, run_cli, stage_config, stage_parser, stage_seed
+from speechtune.cli import add_config_arguments, add_threads_argument, run_cli, stage_config, stage_parser, stage_seed
 from speechtune.features.extract import CUTS_SUFFIX, extract_features
 from speechtune.provenance import StageRun
 
@@ -32,6 +32,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--front-end", type=Path, metavar="MODEL_DIR",
                         help="a Kaldi model directory (e.g. exp/kaldi_ko): its MFCC + online i-vectors "
                              "instead of features.extractor")
+    add_threads_argument(parser, "feature extraction processes")
     add_config_arguments(parser)
     return parser
 
@@ -40,7 +41,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
     config = stage_config(args, "features")
     extract_features(args.in_cuts, args.out_cuts, config, StageRun("features", config, stage_seed(args)),
-                     speed_factors=args.speed_perturb, front_end=args.front_end)
+                     speed_factors=args.speed_perturb, front_end=args.front_end, num_jobs=args.threads)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from speechtune.cli import add_config_arguments, run_cli, stage_parser, stage_sections, stage_seed
+from speechtune.cli import (add_compute_arguments, add_config_arguments, compute_device, run_cli,
+                            stage_parser, stage_sections, stage_seed)
 from speechtune.data.cuts import load_cuts
 from speechtune.finetuning import FineTuning, all_extra_inputs
 from speechtune.provenance import StageRun
@@ -38,12 +39,14 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("exp_dir", type=Path, help="system directory to write, e.g. exp/finetuned")
     for spec in all_extra_inputs():
         parser.add_argument(spec.option, type=Path, help=spec.help)
+    add_compute_arguments(parser)
     add_config_arguments(parser)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
+    device = compute_device(args)
     config = stage_sections(args, ["loss", "finetune"])
     run = StageRun("finetune", config, stage_seed(args))
     inputs = {spec.name: load_extra_input(spec, getattr(args, spec.name))
@@ -52,7 +55,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     method = FineTuning(args.init, config["finetune"], args.lang_dir, next(iter(train_cuts)).num_features, inputs)
     train(run, args.exp_dir, args.lang_dir, train_cuts, load_cuts(args.valid_cuts),
           model_params=method.model_params, loss_params=config["loss"], train_params=config["finetune"],
-          recipe=method, noise_cuts=inputs.get(NOISE_CUTS.name))
+          recipe=method, noise_cuts=inputs.get(NOISE_CUTS.name), device=device)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from local.embedded_corpus import write_noise
-from speechtune.cli import add_config_arguments, run_cli, stage_config, stage_parser, stage_seed
+from speechtune.cli import add_config_arguments, add_threads_argument, run_cli, stage_config, stage_parser, stage_seed
 from speechtune.features.extract import extract_features
 from speechtune.provenance import StageRun
 
@@ -25,6 +25,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("noise_dir", type=Path, help="where the noise WAVs go, e.g. data/noise")
     parser.add_argument("out_cuts", type=Path, help="noise cuts with features, e.g. data/fbank/noise_cuts.jsonl.gz")
     parser.add_argument("--noise-types", nargs="+", required=True, help="sox synth noise types")
+    add_threads_argument(parser, "feature extraction processes")
     add_config_arguments(parser)
     return parser
 
@@ -33,7 +34,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
     config = stage_config(args, "features")
     manifest = write_noise(args.noise_dir, args.noise_types)
-    extract_features(manifest, args.out_cuts, config, StageRun("noise", config, stage_seed(args)))
+    extract_features(manifest, args.out_cuts, config, StageRun("noise", config, stage_seed(args)),
+                     num_jobs=args.threads)
 
 
 if __name__ == "__main__":

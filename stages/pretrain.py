@@ -11,7 +11,8 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from speechtune.cli import add_config_arguments, run_cli, stage_parser, stage_sections, stage_seed
+from speechtune.cli import (add_compute_arguments, add_config_arguments, compute_device, run_cli,
+                            stage_parser, stage_sections, stage_seed)
 from speechtune.data.cuts import load_cuts, split_validation
 from speechtune.provenance import StageRun
 from speechtune.training.loop import model_params_for, train
@@ -22,19 +23,21 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("cuts", type=Path, help="source-domain training cuts with features")
     parser.add_argument("lang_dir", type=Path, help="lang dir (tokens.txt, L.pt, bpe.model)")
     parser.add_argument("exp_dir", type=Path, help="system directory to write, e.g. exp/pretrained")
+    add_compute_arguments(parser)
     add_config_arguments(parser)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
+    device = compute_device(args)
     config = stage_sections(args, ["model", "loss", "pretrain"])
     run = StageRun("pretrain", config, stage_seed(args))
     train_params = dict(config["pretrain"])
     train_cuts, valid_cuts = split_validation(load_cuts(args.cuts), train_params.pop("valid_fraction"), run.seed)
     train(run, args.exp_dir, args.lang_dir, train_cuts, valid_cuts,
           model_params=model_params_for(config["model"], args.lang_dir, train_cuts),
-          loss_params=config["loss"], train_params=train_params)
+          loss_params=config["loss"], train_params=train_params, device=device)
 
 
 if __name__ == "__main__":

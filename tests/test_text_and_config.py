@@ -51,7 +51,7 @@ def test_misspelled_key_names_key_valid_keys_and_suggestion():
         validate_config(bad)
     message = str(err.value)
     assert "features.num_mel_bin" in message
-    assert "extractor, num_jobs, num_mel_bins" in message
+    assert "extractor, num_mel_bins" in message
     assert "did you mean 'num_mel_bins'" in message
 
 

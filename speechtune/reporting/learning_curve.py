@@ -30,8 +30,9 @@ def collect_curve(exp_dir: Path, points: Mapping[str, Point], testset: str) -> D
             raise StageError(f"{path} is missing: decode and score {system} on {testset} first")
         by_base.setdefault(base, {}).setdefault(float(minutes), {})[str(seed)] = json.loads(path.read_text())["wer"]
     systems = {
+        # Rounded alike (rounding keeps order): the plot's spread, mean - min, is never negative.
         base: [{"minutes": minutes, "wers": wers, "mean": round(statistics.mean(wers.values()), 2),
-                "min": min(wers.values()), "max": max(wers.values())} for minutes, wers in sorted(sizes.items())]
+                "min": round(min(wers.values()), 2), "max": round(max(wers.values()), 2)} for minutes, wers in sorted(sizes.items())]
         for base, sizes in by_base.items()
     }
     curve = {"title": "Learning curve", "testset": testset, "systems": systems}

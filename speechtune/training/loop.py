@@ -36,7 +36,6 @@ atomically: their presence means training finished.
 import hashlib
 import json
 import logging
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -121,6 +120,8 @@ class Progress:
     valid_losses: List[float] = field(default_factory=list)
     skipped_utterances: int = 0   # with an infinite loss: left out of their batch's sum
     skipped_batches: int = 0      # with no usable utterance at all: no step
+    frames: int = 0               # input frames trained on (bench/training.py: frames per second)
+    data_wait_seconds: float = 0.0  # of train_seconds, waiting for the next batch
 
 
 @dataclass
@@ -151,13 +152,14 @@ class Training:
             "model_params": dict(self.model.params), "loss_params": dict(self.loss_params), "tokens": self.tokens,
             "train_seconds": progress.train_seconds, "valid_losses": progress.valid_losses, "seed": self.run.seed,
             "skipped_utterances": progress.skipped_utterances, "skipped_batches": progress.skipped_batches,
+            "frames": progress.frames, "data_wait_seconds": progress.data_wait_seconds,
         }
 
 
 def set_up(run: StageRun, exp_dir: Path, lang_dir: Path, train_cuts: CutSet, valid_cuts: CutSet,
            model_params: Mapping[str, Any], loss_params: Mapping[str, Any], train_params: Mapping[str, Any],
-           recipe: Recipe, noise_cuts: Optional[CutSet] = None) -> Training:
-    """Logs, seeds, graphs, model (started by the recipe), loss, optimizer and loaders."""
+           recipe: Recipe, noise_cuts: Optional[CutSet] = None, device: torch.device = torch.device("cpu")) -> Training:
+    """Logs, seeds, graphs, model (started by the recipe), loss, optimizer and loaders, on ``device``."""
     exp_dir.mkdir(parents=True, exist_ok=True)
     (exp_dir / "log").mkdir(exist_ok=True)
     file_log = logging.FileHandler(exp_dir / "log" / "log-train.txt")
@@ -166,12 +168,10 @@ def set_up(run: StageRun, exp_dir: Path, lang_dir: Path, train_cuts: CutSet, val
     library_log.addHandler(file_log)
     if library_log.getEffectiveLevel() > logging.INFO:  # log-train.txt holds the INFO lines, whoever calls
         library_log.setLevel(logging.INFO)
-    device = torch.device("cpu")
     # lhotse's SpecAugment draws from all three generators.
     torch.manual_seed(run.seed)
     random.seed(run.seed)
     np.random.seed(run.seed)
-    torch.set_num_threads(min(train_params["threads"], os.cpu_count() or 1))  # never more than the cores
 
     # The resume key: everything the result depends on. A checkpoint written with other data,
     # another lang dir, start, config or library code is never resumed.
@@ -217,7 +217,8 @@ def resume(t: Training) -> Progress:
     t.model.load_state_dict(checkpoint["model"])
     t.optimizer.load_state_dict(checkpoint["optimizer"])
     progress = Progress(checkpoint["step"], checkpoint["epoch"], checkpoint["train_seconds"],
-                        checkpoint["valid_losses"], checkpoint["skipped_utterances"], checkpoint["skipped_batches"])
+                        checkpoint["valid_losses"], checkpoint["skipped_utterances"], checkpoint["skipped_batches"],
+                        checkpoint["frames"], checkpoint["data_wait_seconds"])
     if checkpoint["sampler"] is not None:
         t.train_loader.sampler.load_state_dict(checkpoint["sampler"])
     else:
@@ -235,7 +236,10 @@ def train_one_epoch(t: Training, progress: Progress, epoch: int, writer: Summary
     epoch_loss, epoch_frames, steps_before, batches, unusable_in_a_row = 0.0, 0, progress.step, 0, 0
     started = time.time()
     bar = tqdm(t.train_loader, desc=f"{t.run.stage} epoch {epoch}", unit="batch", mininterval=5)
+    waited, epoch_started = 0.0, time.perf_counter()
+    step_done = epoch_started
     for batch in bar:
+        waited += time.perf_counter() - step_done  # the loader's time: since the last step ended
         batches += 1
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(params, progress.step, epoch) * group.get("lr_factor", 1.0)
@@ -252,6 +256,7 @@ def train_one_epoch(t: Training, progress: Progress, epoch: int, writer: Summary
             if unusable_in_a_row >= MAX_UNUSABLE_BATCHES_IN_A_ROW:
                 raise StageError(f"{t.exp_dir}: {unusable_in_a_row} batches in a row without one utterance that "
                                  "aligns to its frames: check the transcripts against the audio and the lang dir")
+            step_done = time.perf_counter()
             continue
         unusable_in_a_row = 0
         objective, terms = t.recipe.objective(model, batch, log_probs, loss, info)
@@ -264,6 +269,7 @@ def train_one_epoch(t: Training, progress: Progress, epoch: int, writer: Summary
             model.constrain_orthonormal()
         epoch_loss += info["loss"]
         epoch_frames += info["frames"]
+        progress.frames += int(batch["inputs"].shape[0] * batch["inputs"].shape[1])
         per_frame = info["loss"] / info["frames"]
         bar.set_postfix(loss=f"{per_frame:.3f}", refresh=False)
         writer.add_scalar("train/loss", per_frame, progress.step)
@@ -277,14 +283,18 @@ def train_one_epoch(t: Training, progress: Progress, epoch: int, writer: Summary
             save_checkpoint(t.exp_dir / f"checkpoint-{progress.step}.pt",
                             t.state(progress, epoch, t.train_loader.sampler.state_dict()))
             remove_old_checkpoints(t.exp_dir)
+        step_done = time.perf_counter()
+    epoch_seconds = time.perf_counter() - epoch_started
     progress.train_seconds += time.time() - started
+    progress.data_wait_seconds += waited
     if batches and progress.step == steps_before:  # (a run resumed at an epoch's end sees no batch)
         raise StageError(f"{t.exp_dir}: epoch {epoch} had no batch with an utterance that aligns to its frames: "
                          "check the transcripts against the audio and the lang dir")
     progress.valid_losses.append(validation_loss(model, t.loss_fn, t.valid_loader, t.device))
     writer.add_scalar("valid/loss", progress.valid_losses[-1], progress.step)
-    log.info("epoch %d: train loss %.4f, valid loss %.4f per frame, %d steps, %.0f s so far", epoch,
-             epoch_loss / max(epoch_frames, 1), progress.valid_losses[-1], progress.step, progress.train_seconds)
+    log.info("epoch %d: train loss %.4f, valid loss %.4f per frame, %d steps, %.0f s so far (%.1f%% of this "
+             "epoch waiting for data)", epoch, epoch_loss / max(epoch_frames, 1), progress.valid_losses[-1],
+             progress.step, progress.train_seconds, 100 * waited / max(epoch_seconds, 1e-9))
     save_checkpoint(t.exp_dir / f"epoch-{epoch}.pt", t.state(progress, epoch, None))
 
 
@@ -303,6 +313,7 @@ def finish(t: Training, progress: Progress) -> Dict[str, Any]:
         "train_seconds": round(progress.train_seconds, 1), "steps": progress.step,
         "epochs_trained": len(progress.valid_losses), "averaged_epochs": chosen,
         "skipped_utterances": progress.skipped_utterances, "skipped_batches": progress.skipped_batches,
+        "frames": progress.frames, "data_wait_seconds": round(progress.data_wait_seconds, 1),
         "parameters": num_parameters(t.model), "trainable_parameters": trainable_parameters(t.model),
         **t.recipe.describe(),
         "valid_loss": validation_loss(t.model, t.loss_fn, t.valid_loader, t.device),
@@ -326,8 +337,9 @@ def train(
     train_params: Mapping[str, Any],
     recipe: Optional[Recipe] = None,
     noise_cuts: Optional[CutSet] = None,
+    device: torch.device = torch.device("cpu"),
 ) -> Dict[str, Any]:
-    """Train a model into ``exp_dir`` (layout in the module docstring); return a summary.
+    """Train a model into ``exp_dir`` (layout in the module docstring) on ``device``; return a summary.
 
     ``recipe`` (default: random initialization, the task loss) starts and optimizes the model;
     fine-tuning passes :class:`speechtune.finetuning.FineTuning`, whose start a resumed run
@@ -335,7 +347,7 @@ def train(
     ``train_params["noise_mix"]`` mixes in.
     """
     t = set_up(run, exp_dir, lang_dir, train_cuts, valid_cuts, model_params, loss_params, train_params,
-               recipe or Recipe(), noise_cuts)
+               recipe or Recipe(), noise_cuts, device)
     try:
         progress = resume(t)
         writer = SummaryWriter(str(exp_dir / "tensorboard"), purge_step=progress.step)
