@@ -4,6 +4,9 @@ every job's seconds and peak memory from its Snakemake benchmark file.
     .venv/bin/python bench/pipeline.py [--cores 8] [--configfile config/tiny.yaml] [--keep DIR]
     .venv/bin/python bench/pipeline.py --built DIR    # a tree built before: rerun, dry run, jobs
 
+``--built`` must name a tree built by this same commit and config: Snakemake reruns the jobs
+whose code or params changed, so a tree from another commit is rebuilt, not measured.
+
 Runs ``snakemake --cores N exp/finetuned/wer.txt`` in a fresh working directory (synthesis,
 features, lang, pretraining, fine-tuning, scratch, decoding, scoring, time to target, report),
 prints the wall time against the goal (40 min on a 2-core machine for the default config,
