@@ -26,13 +26,13 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Dict, Sequence
 
 from speechtune.config import DEFAULT_CONFIG_PATH, REPO_ROOT, get_section, load_config, validate_config
-from speechtune.devices import DEVICES, select_device
 from speechtune.errors import ConfigError, StageError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -85,20 +85,27 @@ def add_threads_argument(parser: argparse.ArgumentParser, what: str = "torch thr
 
 def add_compute_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--threads`` and ``--device auto|cpu|cuda`` (:mod:`speechtune.devices`; the rules
-    pass the config's ``device``): where a training or decoding stage computes."""
+    pass the config's ``device``): where a training or decoding stage computes. torch is imported
+    by the stages that compute, not by every stage CLI (scoring and reports start without it)."""
+    from speechtune.devices import DEVICES
+
     add_threads_argument(parser)
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="auto: CUDA where torch and k2 have it, else the CPU (default auto)")
 
 
-def compute_device(args: argparse.Namespace) -> torch.device:
+def compute_device(args: argparse.Namespace) -> "torch.device":
     """Set torch's threads from ``--threads``; the device ``--device`` asks for."""
+    from speechtune.devices import select_device
+
     use_threads(args.threads)
     return select_device(args.device)
 
 
 def use_threads(threads: int) -> int:
     """Set torch's intra-op threads to ``threads``, at most the machine's cores; return them."""
+    import torch
+
     threads = max(1, min(threads, os.cpu_count() or 1))
     torch.set_num_threads(threads)
     return threads
