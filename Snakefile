@@ -9,6 +9,8 @@
 #   snakemake --cores 8 exp/finetuned/wer.txt --configfile config/tiny.yaml   # seconds of audio
 #   snakemake --cores 8 exp/finetuned/wer.txt --configfile config/kaldi_ko.yaml   # + the imported
 #                                  # Kaldi model fine-tuned (needs `make setup KALDI_KO=1`)
+#   snakemake --cores 8 exp/finetuned/wer.txt --configfile config/icefall_librispeech.yaml   # a
+#                                  # released icefall model as exp/pretrained (README: download it)
 import os
 
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")
@@ -21,6 +23,7 @@ include: "rules/lang.smk"
 include: "rules/train.smk"
 include: "rules/decode.smk"
 include: "rules/kaldi_ko.smk"
+include: "rules/icefall.smk"   # pretrained.source icefall: import in place of pretrain, lang
 
 localrules: fbank, wer   # no work: never worth a cluster job
 

@@ -318,7 +318,7 @@ def split_prompts(prompts: Sequence[Prompt], fractions: Mapping[str, float], see
 # The corpus
 
 
-def _sox_version() -> str:
+def sox_version() -> str:
     if shutil.which("sox") is None:
         raise StageError("sox not found: install the Debian package with `apt-get install sox` (or run `make setup`)")
     return " ".join(subprocess.run(["sox", "--version"], capture_output=True, text=True).stdout.split())
@@ -336,7 +336,7 @@ def _package_versions() -> Dict[str, str]:
     return versions
 
 
-def upsample(source: Path, target: Path) -> float:
+def resample(source: Path, target: Path) -> float:
     """Write ``source`` as a 16 kHz 16-bit mono WAV at ``target``; return its seconds."""
     command = [*SOX, str(source), "-r", str(SAMPLE_RATE), "-b", "16", "-e", "signed-integer", "-c", "1", str(target)]
     proc = subprocess.run(command, capture_output=True)
@@ -369,7 +369,7 @@ def write_asterisk_corpus(out_dir: Path, config: Mapping[str, Any], run: StageRu
     catalog = read_catalog(Path(config["sounds_dir"]), Path(config["text"]))
     for reason, names in sorted(catalog.left_out.items()):
         run.log.info("asterisk: %d prompts left out (%s): %s", len(names), reason, ", ".join(names))
-    sox = _sox_version()
+    sox = sox_version()
     splits = split_prompts(catalog.prompts, config["splits"], run.seed)
     for split, prompts in splits.items():
         if not prompts:  # an empty data dir would stop prepare, later and less clearly
@@ -379,7 +379,7 @@ def write_asterisk_corpus(out_dir: Path, config: Mapping[str, Any], run: StageRu
     with atomic_dir(out_dir) as tmp:
         for split, prompts in splits.items():
             (tmp / "wav" / split).mkdir(parents=True)
-            seconds = {p.id: upsample(p.path, tmp / "wav" / split / f"{p.id}.wav") for p in prompts}
+            seconds = {p.id: resample(p.path, tmp / "wav" / split / f"{p.id}.wav") for p in prompts}
             data_dir = tmp / split
             data_dir.mkdir()
             write_table(data_dir / "wav.scp", [(p.id, str(out_dir / "wav" / split / f"{p.id}.wav")) for p in prompts])

@@ -46,6 +46,11 @@ def rule_resources(rule):
             "mem_mb": asked["mem_mb"], "runtime": asked["runtime"], "gpus": asked["gpus"]}
 
 
+# Data-parallel processes of a training job (`processes` in its resources: torch DDP under
+# torchrun, sharing the job's threads). Passed like --device, so changing it reruns nothing.
+PROCESSES = {rule: asked_resources(rule)["processes"] for rule in ("pretrain", "finetune", "scratch")}
+
+
 SEED = config["seed"]
 SYSTEMS = ex.system_names(config)
 SWEEP = list(ex.sweep_variants(config))

@@ -16,7 +16,8 @@ rule fbank:
 
 
 rule corpus:
-    """Synthesize the embedded default corpus of one domain as Kaldi data dirs."""
+    """One domain's corpus as Kaldi data dirs, by its recipe (corpus.<domain>.recipe): the
+    embedded default synthesized, or a real corpus read (and, with download: true, fetched)."""
     output:
         directory(ex.corpus_dir("{domain}")),
     params:

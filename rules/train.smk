@@ -21,7 +21,8 @@ rule pretrain:
         "logs/pretrain/pretrain.benchmark.tsv"
     shell:
         "{PYTHON} -m stages.pretrain {input.cuts} {input.lang} " + ex.system_dir(ex.BASELINE) + " "
-        "--threads {threads} --device {DEVICE} --config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
+        "--threads {threads} --processes {PROCESSES[pretrain]} --device {DEVICE} "
+        "--config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
 
 
 rule finetune:
@@ -48,7 +49,7 @@ rule finetune:
     shell:
         "{PYTHON} -m stages.finetune {input.init} {input.cuts} {input.valid} {input.lang} "
         + ex.system_dir("{wildcards.system}") + " "
-        "{params.extra} --threads {threads} --device {DEVICE} "
+        "{params.extra} --threads {threads} --processes {PROCESSES[finetune]} --device {DEVICE} "
         "--config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
 
 
@@ -75,4 +76,5 @@ rule scratch:
         "logs/scratch/{system}.benchmark.tsv"
     shell:
         "{PYTHON} -m stages.scratch {input.cuts} {input.valid} {input.lang} {params.out} "
-        "--threads {threads} --device {DEVICE} --config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
+        "--threads {threads} --processes {PROCESSES[scratch]} --device {DEVICE} "
+        "--config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"

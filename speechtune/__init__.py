@@ -23,7 +23,9 @@ against :data:`LAYERS`):
    :mod:`~speechtune.scoring` (WER, bootstrap significance)
 7. :mod:`~speechtune.experiment` (systems, test sets and the data/ and exp/ layout: the one
    definition the Snakefile, status and reports share)
-8. :mod:`~speechtune.reporting` (report.json/md/html, plots, status)
+8. :mod:`~speechtune.reporting` (report.json/md/html, plots, status),
+   :mod:`~speechtune.deployment` (a trained system outside the pipeline: recognizing audio
+   files and data dirs as the decode stage does, ONNX export with its lang files)
 9. ``speechtune.__main__``: the ``speechtune`` command
 
 Data flows up the same way: a corpus becomes Kaldi data dirs, lhotse manifests (``data``),
@@ -40,6 +42,6 @@ LAYERS = (
     ("training",),
     ("finetuning", "decoding", "scoring"),
     ("experiment",),
-    ("reporting",),
+    ("reporting", "deployment"),
     ("__main__",),
 )

@@ -24,9 +24,11 @@ import argparse
 import json
 import logging
 import os
+import socket
+import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence
 
 from speechtune.config import DEFAULT_CONFIG_PATH, REPO_ROOT, get_section, load_config, validate_config
 from speechtune.errors import ConfigError, StageError
@@ -95,11 +97,40 @@ def add_compute_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def compute_device(args: argparse.Namespace) -> "torch.device":
-    """Set torch's threads from ``--threads``; the device ``--device`` asks for."""
+    """Set torch's threads from ``--threads`` (shared by torchrun's processes, where it started
+    this one); the device ``--device`` asks for."""
     from speechtune.devices import select_device
 
-    use_threads(args.threads)
+    use_threads(max(1, args.threads // int(os.environ.get("WORLD_SIZE", 1))))
     return select_device(args.device)
+
+
+def add_processes_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--processes N`` to a training stage (Snakemake passes its rule's ``processes``, from
+    the config's ``resources``): data-parallel training, :mod:`speechtune.training.distributed`."""
+    parser.add_argument("--processes", type=int, default=1, metavar="N",
+                        help="train in N processes with torch DDP, started by torchrun (gloo on the CPU, NCCL "
+                             "on GPUs: one process per GPU); they share --threads (default 1)")
+
+
+def run_under_torchrun(args: argparse.Namespace, module: str, argv: Optional[Sequence[str]]) -> bool:
+    """Where ``--processes`` asks for several and this process is not one of torchrun's: run
+    ``python -m <module> <argv>`` in that many processes under torchrun, on this machine, and
+    return True (the stage is done); False where this process trains itself."""
+    if args.processes < 1:
+        raise ConfigError(f"--processes {args.processes}: expected 1 or more")
+    if args.processes == 1 or "WORLD_SIZE" in os.environ:
+        return False
+    with socket.socket() as probe:  # a free port: several jobs may train on one machine at once
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node",
+               str(args.processes), "--master_addr", "127.0.0.1", "--master_port", str(port),
+               "-m", module, *(sys.argv[1:] if argv is None else argv)]
+    logging.getLogger("speechtune").info("training in %d processes: %s", args.processes, " ".join(command))
+    if subprocess.run(command).returncode != 0:
+        raise StageError(f"{module}: a training process under torchrun failed: its error is above")
+    return True
 
 
 def use_threads(threads: int) -> int:

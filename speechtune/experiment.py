@@ -18,7 +18,8 @@ Path functions return strings joined with ``/``, so the Snakefile can pass wildc
 Systems (``<system>`` is the directory ``exp/<system>/``):
 
 - ``pretrained``: the source-domain model from random initialization; sections ``model``,
-  ``loss``, ``pretrain``. The no-fine-tuning baseline.
+  ``loss``, ``pretrain``. The no-fine-tuning baseline. With ``pretrained.source: icefall`` it is
+  a released icefall model imported instead (rules/icefall.smk, stage ``import_icefall``).
 - a fine-tuning variant (a key of ``finetune_variants`` or of :func:`sweep_variants`): from
   ``exp/pretrained``; sections ``loss`` and ``finetune`` with the variant's overrides.
 - an adapted system (a key of ``adapt_variants``): the same, with ``adapt`` (and the variant's

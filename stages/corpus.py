@@ -1,6 +1,8 @@
 """Stage ``corpus``: one domain's corpus as Kaldi data dirs, by the domain's recipe
 (``corpus.<domain>.recipe``, :mod:`local.corpora`: ``embedded``, synthesized here; ``asterisk``,
-real recorded prompts for config/telephony.yaml).
+real recorded prompts for config/telephony.yaml; ``librispeech``, ``mini_librispeech``, ``yesno``
+and ``lhotse_manifests``, a local copy of a real corpus through lhotse's recipes, e.g.
+config/librispeech.yaml).
 
     python -m stages.corpus --domain source data/corpus/source --config config/config.yaml
     python -m stages.corpus --domain target data/corpus/target --config config/config.yaml
@@ -37,11 +39,12 @@ from speechtune.provenance import StageRun
 def get_parser() -> argparse.ArgumentParser:
     parser = stage_parser(__name__, __doc__)
     parser.add_argument("--domain", required=True, choices=DOMAINS,
-                        help="source: WordNet sentences, many kinds of voice, clean; "
-                             "target: smart-speaker commands, other speakers, reverb and noise")
+                        help="the domain whose corpus.<domain> section is read (embedded default: source, "
+                             "WordNet sentences, many kinds of voice; target, smart-speaker commands in a noisy room)")
     parser.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="e.g. data/corpus/target")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                        help="synthesizer processes run at once (default: the CPU count)")
+                        help="synthesizer processes (embedded) or lhotse reader threads (real corpora) run at once "
+                             "(default: the CPU count)")
     add_config_arguments(parser)
     return parser
 

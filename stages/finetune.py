@@ -20,8 +20,9 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from speechtune.cli import (add_compute_arguments, add_config_arguments, compute_device, run_cli,
-                            stage_parser, stage_sections, stage_seed)
+from speechtune.cli import (add_compute_arguments, add_config_arguments, add_processes_argument,
+                            compute_device, run_cli, run_under_torchrun, stage_parser, stage_sections,
+                            stage_seed)
 from speechtune.data.cuts import load_cuts
 from speechtune.finetuning import FineTuning, all_extra_inputs
 from speechtune.provenance import StageRun
@@ -40,12 +41,15 @@ def get_parser() -> argparse.ArgumentParser:
     for spec in all_extra_inputs():
         parser.add_argument(spec.option, type=Path, help=spec.help)
     add_compute_arguments(parser)
+    add_processes_argument(parser)
     add_config_arguments(parser)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
+    if run_under_torchrun(args, "stages.finetune", argv):
+        return
     device = compute_device(args)
     config = stage_sections(args, ["loss", "finetune"])
     run = StageRun("finetune", config, stage_seed(args))

@@ -12,23 +12,12 @@ manifest's text unless ``--bpe-model`` reuses the pretrained model's); each ``--
 DOMAIN=CUTS`` trains a Kneser-Ney n-gram LM on that text and compiles ``lm_<DOMAIN>/HLG.pt``.
 """
 import argparse
-import re
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 from speechtune.cli import add_config_arguments, run_cli, stage_config, stage_parser, stage_seed
-from speechtune.lang.lang_dir import prepare_lang
+from speechtune.lang.lang_dir import parse_lm_text, prepare_lang
 from speechtune.provenance import StageRun
-
-
-def parse_lm_text(value: str) -> Tuple[str, Path]:
-    """``DOMAIN=CUTS`` of ``--lm-text``."""
-    domain, sep, path = value.partition("=")
-    if not sep or not re.fullmatch(r"[A-Za-z0-9_-]+", domain) or not path:
-        raise argparse.ArgumentTypeError(
-            f"expected DOMAIN=CUTS (e.g. target=data/manifests/target_train_cuts.jsonl.gz), got {value!r}"
-        )
-    return domain, Path(path)
 
 
 def get_parser() -> argparse.ArgumentParser:

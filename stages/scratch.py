@@ -12,8 +12,9 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from speechtune.cli import (add_compute_arguments, add_config_arguments, compute_device, run_cli,
-                            stage_parser, stage_sections, stage_seed)
+from speechtune.cli import (add_compute_arguments, add_config_arguments, add_processes_argument,
+                            compute_device, run_cli, run_under_torchrun, stage_parser, stage_sections,
+                            stage_seed)
 from speechtune.data.cuts import load_cuts
 from speechtune.provenance import StageRun
 from speechtune.training.loop import model_params_for, train
@@ -26,12 +27,15 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("lang_dir", type=Path)
     parser.add_argument("exp_dir", type=Path, help="system directory to write, e.g. exp/scratch")
     add_compute_arguments(parser)
+    add_processes_argument(parser)
     add_config_arguments(parser)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
+    if run_under_torchrun(args, "stages.scratch", argv):
+        return
     device = compute_device(args)
     config = stage_sections(args, ["model", "loss", "finetune", "scratch"])
     run = StageRun("scratch", config, stage_seed(args))

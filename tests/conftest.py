@@ -1,4 +1,7 @@
-"""Shared fixtures: small audio written with numpy + soundfile, Kaldi data dirs built from it."""
+"""Shared fixtures: small audio written with numpy + soundfile, Kaldi data dirs built from it;
+``built``, the tiny pipeline run once per session for every test that needs trained systems."""
+import subprocess
+import sys
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -7,6 +10,12 @@ import pytest
 import soundfile as sf
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# More cores than the machine has, as the design's `snakemake --cores 8 ...` on a laptop.
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO_ROOT / "Snakefile"), "--cores", "8"]
+TINY = str(REPO_ROOT / "config" / "tiny.yaml")
+# The tiny preset with every system the extended preset adds, so that each method runs here.
+PRESETS = [TINY, str(REPO_ROOT / "config" / "extended.yaml")]
+MAIN_TARGET = "exp/finetuned/wer.txt"
 
 
 def write_tone(path: Path, seconds: float = 1.0, sample_rate: int = 16000, seed: int = 0) -> Path:
@@ -45,3 +54,27 @@ def kaldi_dir(tmp_path: Path) -> Path:
         "spk2-d": "play some jazz",
     }
     return write_kaldi_dir(tmp_path / "kaldi", texts)
+
+
+def snakemake(workdir: Path, target: str, *configfiles: str, env: Optional[Dict[str, str]] = None) -> str:
+    """Run the pipeline on PRESETS (+ ``configfiles``) in ``workdir``; its output, or a failed
+    assertion with the end of it."""
+    # --configfile takes several files: the target must come before it.
+    result = subprocess.run(
+        SNAKEMAKE + [target, "-d", str(workdir), "--configfile", *PRESETS, *configfiles],
+        capture_output=True, text=True, env=env,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    return output
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory) -> Path:
+    """The tiny chain built once per session (several minutes), with its Snakemake output in
+    ``snakemake.out``. tests/test_pipeline.py changes it on purpose (reruns, extra systems);
+    other tests only read it and write under their own tmp_path."""
+    workdir = tmp_path_factory.mktemp("pipeline")
+    output = snakemake(workdir, MAIN_TARGET)
+    (workdir / "snakemake.out").write_text(output)
+    return workdir

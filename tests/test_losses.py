@@ -11,7 +11,7 @@ import torch
 
 from speechtune.config import load_config
 from speechtune.lang.graphs import BpeCtcTrainingGraphCompiler, build_graph_compiler, compile_den_graph, compile_num_graphs, CtcTrainingGraphCompiler, estimate_token_bigram, load_fsa, save_fsa
-from speechtune.training.losses import build_loss, encode_supervisions
+from speechtune.training.losses import DenominatorForward, MmiLoss, build_loss, encode_supervisions
 from speechtune.models import build_model
 from speechtune.models.layers import ORTHONORMAL_CONSTRAINT_INTERVAL
 from tests.conftest import REPO_ROOT
@@ -279,6 +279,66 @@ def test_mmi_skips_transcripts_the_bigram_never_saw(bpe_dir):
     loss.backward()
     assert (info["utterances"], info["skipped"]) == (1, 1)
     assert torch.isfinite(logits.grad).all()
+
+
+def k2_den_tot_scores(den_graph: k2.Fsa, log_probs: torch.Tensor, segments: torch.Tensor, beam: float) -> torch.Tensor:
+    """The den graph's log-likelihood per segment by k2: intersect_dense pruned to ``beam``."""
+    n = len(segments)
+    graphs = k2.index_fsa(k2.create_fsa_vec([den_graph]), torch.zeros(n, dtype=torch.int32))
+    lattices = k2.intersect_dense(graphs, k2.DenseFsaVec(log_probs, segments), output_beam=beam,
+                                  a_to_b_map=torch.arange(n, dtype=torch.int32))
+    return lattices.get_tot_scores(log_semiring=True, use_double_scores=True)
+
+
+@pytest.mark.parametrize("sharpness", [1.0, 8.0])  # near-uniform outputs, and peaked ones
+def test_exact_den_equals_k2_unpruned_intersection(bpe_dir, sharpness):
+    torch.manual_seed(0)
+    compiler = build_graph_compiler(bpe_dir, LOSS_PARAMS)
+    den_graph = compile_den_graph(compiler.ctc_topo, estimate_token_bigram(compiler.texts_to_ids(SENTENCES)))
+    logits = sharpness * torch.randn(3, 30, compiler.num_tokens)
+    # Sorted by duration as k2 needs; two segments share sequence 1, one starting at frame 12.
+    segments = torch.tensor([[0, 0, 30], [1, 0, 12], [2, 3, 11], [1, 12, 9]], dtype=torch.int32)
+    weights = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)  # a gradient per segment
+
+    def tot_and_grad(den_tot) -> tuple:
+        log_probs = logits.log_softmax(-1).requires_grad_()
+        tot = den_tot(log_probs)
+        (grad,) = torch.autograd.grad((weights * tot).sum(), log_probs)
+        return tot.detach(), grad
+
+    # A beam of 1000 nats keeps every arc: k2's lattice is then the whole intersection.
+    expected, expected_grad = tot_and_grad(lambda lp: k2_den_tot_scores(den_graph, lp, segments, beam=1000.0))
+    tot, grad = tot_and_grad(lambda lp: DenominatorForward(den_graph)(lp, segments))
+    assert tot.dtype == torch.float64 and torch.isfinite(expected).all()
+    assert torch.allclose(tot, expected, rtol=0, atol=1e-6)
+    assert torch.allclose(grad, expected_grad, rtol=0, atol=1e-6)
+    # The pruned lattice (output_beam 10, the loss's before) leaves paths out: less mass.
+    pruned = k2_den_tot_scores(den_graph, logits.log_softmax(-1), segments, beam=10.0)
+    assert (pruned <= tot + 1e-9).all()
+
+
+@pytest.mark.parametrize("ctc_weight", [0.0, 0.5])
+def test_mmi_loss_equals_the_lattice_computation_without_pruning(bpe_dir, ctc_weight):
+    """The exact denominator computes what the previous loss (k2 lattices for num and den)
+    computes when its output_beam prunes nothing; the numerator is k2's as before."""
+    torch.manual_seed(0)
+    compiler = build_graph_compiler(bpe_dir, LOSS_PARAMS)
+    bigram = estimate_token_bigram(compiler.texts_to_ids(SENTENCES))
+    kwargs = dict(output_beam=1000.0, den_scale=0.9, ctc_weight=ctc_weight)
+    exact = MmiLoss(compiler, bigram, subsampling_factor=3, **kwargs)
+    lattice = MmiLoss(compiler, bigram, subsampling_factor=3, exact_den=False, **kwargs)
+    logits = torch.randn(4, 40, compiler.num_tokens)
+    supervisions = supervisions_for([120, 100, 90, 118], SENTENCES[:4])
+    results = []
+    for loss_fn in (exact, lattice):
+        log_probs = logits.log_softmax(-1).requires_grad_()
+        loss, info = loss_fn(log_probs, supervisions)
+        (grad,) = torch.autograd.grad(loss, log_probs)
+        results.append((loss.item(), info, grad))
+    (loss, info, grad), (expected, expected_info, expected_grad) = results
+    assert loss == pytest.approx(expected, rel=1e-9, abs=1e-6)
+    assert info == {k: pytest.approx(v, rel=1e-9, abs=1e-6) for k, v in expected_info.items()}
+    assert torch.allclose(grad, expected_grad, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("loss_type", ["ctc", "mmi"])

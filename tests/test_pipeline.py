@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 import os
-from typing import Dict, Optional
+from typing import Dict
 
 import pytest
 import yaml
@@ -15,27 +15,10 @@ from lhotse import CutSet
 
 from speechtune.config import load_config
 from speechtune.experiment import TESTSETS, sweep_variants, system_names
-from tests.conftest import REPO_ROOT
+from tests.conftest import MAIN_TARGET, PRESETS, REPO_ROOT, TINY, snakemake
 
-# More cores than the machine has, as the design's `snakemake --cores 8 ...` on a laptop.
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO_ROOT / "Snakefile"), "--cores", "8"]
-TINY = str(REPO_ROOT / "config" / "tiny.yaml")
-# The tiny preset with every system the extended preset adds, so that each method runs here.
-PRESETS = [TINY, str(REPO_ROOT / "config" / "extended.yaml")]
-MAIN_TARGET = "exp/finetuned/wer.txt"
 TINY_CONFIG = load_config([REPO_ROOT / "config" / "config.yaml", *PRESETS])
 SYSTEMS = system_names(TINY_CONFIG)
-
-
-def snakemake(workdir: Path, target: str, *configfiles: str, env: Optional[Dict[str, str]] = None) -> str:
-    # --configfile takes several files: the target must come before it.
-    result = subprocess.run(
-        SNAKEMAKE + [target, "-d", str(workdir), "--configfile", *PRESETS, *configfiles],
-        capture_output=True, text=True, env=env,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    return output
 
 
 def mtimes(workdir: Path, *patterns: str) -> Dict[str, int]:
@@ -67,14 +50,6 @@ def most_busy_threads(output: str) -> int:
         elif line.startswith("Finished job "):
             running.pop(line.split()[2].rstrip("."), None)
     return most
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("pipeline")
-    output = snakemake(workdir, MAIN_TARGET)
-    (workdir / "snakemake.out").write_text(output)
-    return workdir
 
 
 def test_jobs_never_keep_more_threads_busy_than_the_machine_has_cores(built):

@@ -73,6 +73,9 @@ def readme_commands() -> List[Tuple[str, str]]:
 def fresh_tree(tmp_path_factory) -> Path:
     """The working tree as a clean clone has it (tracked and untracked, not ignored files) with
     the venv that set-up built: no data/, exp/ or logs/."""
+    # The venv current first: set-up in the copy would otherwise install into the shared venv
+    # from the copy's paths (scripts and the editable install left pointing into a temporary dir).
+    subprocess.run(["bash", "tools/setup.sh"], cwd=REPO_ROOT, check=True, capture_output=True)
     tree = tmp_path_factory.mktemp("clone")
     files = subprocess.run(["git", "-C", str(REPO_ROOT), "ls-files", "-z", "--cached", "--others",
                             "--exclude-standard"], capture_output=True, text=True, check=True).stdout

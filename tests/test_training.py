@@ -163,3 +163,15 @@ def test_learning_curve_subsets_are_nested_and_independent_of_manifest_order(dat
     reversed_cuts = CutSet.from_cuts(reversed(list(cuts)))
     assert list(nested_subset(reversed_cuts, 0.1, seed=1).ids) == list(large.ids)
     assert set(nested_subset(cuts, 0.1, seed=2).ids) != set(large.ids)  # the seed picks the order
+
+
+def test_mixed_precision_trains_near_full_precision(data, tmp_path):
+    # bfloat16 on the CPU (float16 with a gradient scaler on CUDA): the forward in reduced
+    # precision, the loss in float32. Training must still get about as far.
+    full = run(tmp_path / "full", data["lang"], data["cuts"])
+    train(StageRun("pretrain", {}, seed=3), tmp_path / "mixed", data["lang"], data["cuts"], data["cuts"].subset(first=3),
+          PARAMS, LOSS, {**TRAIN, "mixed_precision": True})
+    mixed = torch.load(tmp_path / "mixed" / "model.pt")["model"]
+    assert not same(full, mixed)  # the forward did run in bfloat16
+    losses = [json.loads((tmp_path / d / "provenance.json").read_text())["valid_loss"] for d in ("full", "mixed")]
+    assert np.isfinite(losses[1]) and abs(losses[1] - losses[0]) < 0.1 * losses[0], losses

@@ -1,6 +1,7 @@
 """Tiny training data for tests: random features with transcripts of a char lexicon's words,
 and the small model, loss and training settings that train on them in seconds."""
 from pathlib import Path
+from typing import Tuple
 
 import numpy as np
 from lhotse import CutSet, Features, MonoCut, NumpyFilesWriter, SupervisionSegment
@@ -24,15 +25,17 @@ METHOD = {
 WORDS = ["ON", "OFF", "NO", "TOE", "NET"]
 
 
-def feature_cuts(directory: Path, prefix: str, count: int, seed: int, dim: int = FEATURE_DIM) -> CutSet:
-    """``count`` cuts of random ``dim``-dim features (0.6-1.0 s) with transcripts of lexicon words."""
+def feature_cuts(directory: Path, prefix: str, count: int, seed: int, dim: int = FEATURE_DIM,
+                 frames_range: Tuple[int, int] = (60, 100)) -> CutSet:
+    """``count`` cuts of random ``dim``-dim features (``frames_range`` frames: 0.6-1.0 s) with
+    transcripts of lexicon words."""
     rng = np.random.default_rng(seed)
     cuts = []
     directory.mkdir(parents=True, exist_ok=True)
     with NumpyFilesWriter(directory / f"{prefix}_feats") as writer:
         for i in range(count):
             cut_id = f"{prefix}-{i:03d}"
-            frames = int(rng.integers(60, 100))
+            frames = int(rng.integers(*frames_range))
             key = writer.write(cut_id, rng.standard_normal((frames, dim)).astype(np.float32))
             duration = frames * 0.01
             features = Features(

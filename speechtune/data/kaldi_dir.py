@@ -81,18 +81,7 @@ def read_kaldi_data_dir(data_dir: Path) -> KaldiDataDir:
     for rec_id, value in wav_scp.items():
         if not value:
             raise StageError(f"{data_dir / 'wav.scp'}: '{rec_id}' has no path or command")
-    segments = None
-    if (data_dir / "segments").is_file():
-        segments = {}
-        for utt, value in read_table(data_dir / "segments").items():
-            fields = str(value).split()
-            try:
-                rec_id, start, end = fields[0], float(fields[1]), float(fields[2])
-            except (IndexError, ValueError):
-                raise StageError(
-                    f"{data_dir / 'segments'}: '{utt}' should read '<utt> <recording> <start> <end>'"
-                ) from None
-            segments[utt] = Segment(rec_id, start, None if end == -1 else end)
+    segments = read_segments(data_dir / "segments") if (data_dir / "segments").is_file() else None
     utt2spk = read_table(data_dir / "utt2spk")
     for utt, speaker in utt2spk.items():
         if len(speaker.split()) > 1:
@@ -104,6 +93,19 @@ def read_kaldi_data_dir(data_dir: Path) -> KaldiDataDir:
         utt2spk=utt2spk,
         segments=segments,
     )
+
+
+def read_segments(path: Path) -> Dict[str, Segment]:
+    """A data dir's ``segments``: ``{utt: Segment(recording, start, end)}``, end None for -1."""
+    segments = {}
+    for utt, value in read_table(path).items():
+        fields = str(value).split()
+        try:
+            rec_id, start, end = fields[0], float(fields[1]), float(fields[2])
+        except (IndexError, ValueError):
+            raise StageError(f"{path}: '{utt}' should read '<utt> <recording> <start> <end>'") from None
+        segments[utt] = Segment(rec_id, start, None if end == -1 else end)
+    return segments
 
 
 def wav_truncation(path: Path) -> str:
@@ -159,11 +161,12 @@ def _run_command(rec_id: str, command: str) -> Tuple[Optional[Recording], np.nda
     return recording, audio.T, ""
 
 
-def _load_recording(rec_id: str, path_or_command: str, config: Mapping[str, Any]) -> Tuple[Optional[Recording], str]:
+def load_recording(rec_id: str, path_or_command: str, config: Mapping[str, Any]) -> Tuple[Optional[Recording], str]:
     """A validated Recording, or None and the reason to skip it. Decodes all the audio: a
     file with a sound header and broken data must fail here, not in feature extraction.
     ``... |`` entries are shell commands, run here and again by the features stage: a data dir
-    with commands is code, so use only trusted ones."""
+    with commands is code, so use only trusted ones. ``config``: ``sample_rate`` (None: any,
+    for a caller that resamples) and ``max_abs_sample`` of the ``prepare`` section."""
     sample_rate = config["sample_rate"]
     try:
         audio: Optional[np.ndarray] = None
@@ -179,7 +182,7 @@ def _load_recording(rec_id: str, path_or_command: str, config: Mapping[str, Any]
             if truncated:
                 return None, f"{truncated}: {path_or_command}"
             recording = Recording.from_file(path_or_command, recording_id=rec_id)
-        if recording.sampling_rate != sample_rate:
+        if sample_rate is not None and recording.sampling_rate != sample_rate:
             return None, (
                 f"wrong sample rate: {recording.sampling_rate} Hz, expected {sample_rate} Hz (resample, e.g. "
                 f"`sox in.wav -r {sample_rate} out.wav`, or in a command `... | sox -t wav - -t wav -r {sample_rate} - |`)"
@@ -243,7 +246,7 @@ def build_manifests(data: KaldiDataDir, config: Mapping[str, Any], data_dir: Pat
     for rec_id, path_or_command in tqdm(
         sorted(data.wav_scp.items()), desc=f"prepare {data_dir}", unit="rec", mininterval=2
     ):
-        recording, reason = _load_recording(rec_id, path_or_command, config)
+        recording, reason = load_recording(rec_id, path_or_command, config)
         if recording is None:
             unusable[rec_id] = reason
         else:

@@ -134,6 +134,18 @@ def compute_features(
         return CutSet.from_cuts(_merge_archives([by_id[cut.id] for cut in cuts], archive, referenced_as))
 
 
+def stage_extractor(config: Mapping[str, Any], sampling_rate: int, front_end: Optional[Path] = None) -> FeatureExtractor:
+    """The extractor the stage computes with for audio at ``sampling_rate``: ``config``'s
+    (``extractor``, ``num_mel_bins``), or the front end of the Kaldi model directory
+    ``front_end``. Whatever recognizes with a trained model computes its features with this one."""
+    if front_end is None:
+        return make_extractor(config["extractor"], config["num_mel_bins"], sampling_rate)
+    if not (Path(front_end) / "conf" / "mfcc.conf").is_file():
+        raise StageError(f"--front-end {front_end}: no conf/mfcc.conf there; pass a Kaldi model directory "
+                         "or the import stage's output (e.g. exp/kaldi_ko)")
+    return KaldiModelFrontEnd(KaldiModelFrontEndConfig(model_dir=str(front_end)))
+
+
 def extract_features(in_cuts: Path, out_cuts: Path, config: Mapping[str, Any], run: StageRun,
                      speed_factors: Sequence[float] = (), front_end: Optional[Path] = None,
                      num_jobs: int = 1) -> CutSet:
@@ -144,13 +156,7 @@ def extract_features(in_cuts: Path, out_cuts: Path, config: Mapping[str, Any], r
         if factor <= 0:
             raise StageError(f"--speed-perturb {factor}: a speed factor must be positive")
     cuts = CutSet.from_cuts([*cuts, *(cut.perturb_speed(f) for f in speed_factors for cut in cuts)])
-    if front_end is None:
-        extractor = make_extractor(config["extractor"], config["num_mel_bins"], cuts[0].sampling_rate)
-    elif not (front_end / "conf" / "mfcc.conf").is_file():
-        raise StageError(f"--front-end {front_end}: no conf/mfcc.conf there; pass a Kaldi model directory "
-                         "or the import stage's output (e.g. exp/kaldi_ko)")
-    else:
-        extractor = KaldiModelFrontEnd(KaldiModelFrontEndConfig(model_dir=str(front_end)))
+    extractor = stage_extractor(config, cuts[0].sampling_rate, front_end)
     # Per-cut tensors are small: a second intra-op thread slowed lhotse's Fbank 9x on 2-4 s
     # utterances on a quiet 2-core machine, 75x on a busy one (bench/features.py), so each
     # process computes on one.

@@ -41,6 +41,7 @@ attempted. OOV types and tokens are logged per manifest and listed in ``oov.txt`
 No minimization: k2 has no ``minimize`` (icefall's compile_hlg does without it as well);
 determinizing LG is what keeps HLG small.
 """
+import argparse
 import collections
 import io
 import logging
@@ -409,6 +410,17 @@ def make_lm_and_hlg(
         "sentences": len(sentences), "G_arcs": G.num_arcs, "HLG_arcs": HLG.num_arcs,
         "lm_seconds": round(lm_seconds, 3), "hlg_seconds": round(hlg_seconds, 3),
     }
+
+
+def parse_lm_text(value: str) -> Tuple[str, Path]:
+    """``DOMAIN=CUTS`` of a lang stage's ``--lm-text``: the domain whose ``lm_<DOMAIN>/`` is
+    trained on the text of the cut manifest CUTS."""
+    domain, sep, path = value.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_-]+", domain) or not path:
+        raise argparse.ArgumentTypeError(
+            f"expected DOMAIN=CUTS (e.g. target=data/manifests/target_train_cuts.jsonl.gz), got {value!r}"
+        )
+    return domain, Path(path)
 
 
 def prepare_lang(

@@ -28,10 +28,15 @@ the fingerprints.
 
 Keys of ``train_params`` besides the schema's training keys (absent means off): the
 augmentations of :mod:`speechtune.training.batches`, ``early_stopping_patience`` (stop after
-that many epochs without a better validation loss; 0: never) and ``model_selection`` (``last``:
+that many epochs without a better validation loss; 0: never), ``model_selection`` (``last``:
 average the last ``average_last`` epochs trained; ``best_valid``: the ``average_last`` epochs
-ending at the best validation loss). ``model.pt`` and ``provenance.json`` are written last and
-atomically: their presence means training finished.
+ending at the best validation loss) and ``mixed_precision`` (the model's forward in float16 on
+CUDA, with a gradient scaler, or bfloat16 on the CPU; k2's losses take float32 only, so the
+log-probs are cast back before the loss). ``model.pt`` and ``provenance.json`` are written last
+and atomically: their presence means training finished.
+
+Run under torchrun (``--processes N`` of the training stages), every process runs this loop on
+its share of each batch and rank 0 alone writes (:mod:`speechtune.training.distributed`).
 """
 import hashlib
 import json
@@ -56,9 +61,11 @@ from speechtune.lang.graphs import build_graph_compiler, output_tokens, save_fsa
 from speechtune.models import build_model, num_parameters, trainable_parameters
 from speechtune.models.layers import ORTHONORMAL_CONSTRAINT_INTERVAL
 from speechtune.provenance import StageRun, code_fingerprint, directory_fingerprint
-from speechtune.training.batches import batch_log_probs, make_loader
+from speechtune.training.batches import batch_log_probs, is_filler, make_loader
 from speechtune.training.checkpoint import (average_checkpoints, find_checkpoints, load_checkpoint,
                                             remove_old_checkpoints, save_checkpoint)
+from speechtune.training.distributed import (World, all_reduce_sum, barrier, from_main, join_process_group,
+                                             leave_process_group, process_device, wrap)
 from speechtune.training.losses import build_loss
 from speechtune.training.recipe import Recipe
 
@@ -137,12 +144,15 @@ class Training:
     fingerprints: Dict[str, Any]
     tokens: Dict[str, int]
     model: nn.Module
+    forward_model: nn.Module      # the model, or its DistributedDataParallel wrapper: the training forward
     loss_fn: nn.Module
     optimizer: torch.optim.Optimizer
+    grad_scaler: torch.cuda.amp.GradScaler   # float16 mixed precision only; else it passes through
     train_loader: DataLoader
     valid_loader: DataLoader
     device: torch.device
-    file_log: logging.Handler
+    world: World
+    file_log: Optional[logging.Handler]     # rank 0's log-train.txt
 
     def state(self, progress: Progress, epoch: int, sampler_state: Optional[Dict[str, Any]]) -> Dict[str, Any]:
         """The checkpoint of this moment (icefall's keys plus the loop's own)."""
@@ -153,22 +163,34 @@ class Training:
             "train_seconds": progress.train_seconds, "valid_losses": progress.valid_losses, "seed": self.run.seed,
             "skipped_utterances": progress.skipped_utterances, "skipped_batches": progress.skipped_batches,
             "frames": progress.frames, "data_wait_seconds": progress.data_wait_seconds,
+            "grad_scaler": self.grad_scaler.state_dict(), "processes": self.world.size,
         }
+
+    def autocast(self) -> torch.autocast:
+        """The context of the model's forward: reduced precision where ``mixed_precision`` asks."""
+        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        return torch.autocast(self.device.type, dtype=dtype,
+                              enabled=bool(self.train_params.get("mixed_precision", False)))
 
 
 def set_up(run: StageRun, exp_dir: Path, lang_dir: Path, train_cuts: CutSet, valid_cuts: CutSet,
            model_params: Mapping[str, Any], loss_params: Mapping[str, Any], train_params: Mapping[str, Any],
-           recipe: Recipe, noise_cuts: Optional[CutSet] = None, device: torch.device = torch.device("cpu")) -> Training:
-    """Logs, seeds, graphs, model (started by the recipe), loss, optimizer and loaders, on ``device``."""
+           recipe: Recipe, noise_cuts: Optional[CutSet] = None, device: torch.device = torch.device("cpu"),
+           world: World = World()) -> Training:
+    """Logs, seeds, graphs, model (started by the recipe), loss, optimizer and loaders, on
+    ``device``; this process's share of the batches where ``world`` has several."""
     exp_dir.mkdir(parents=True, exist_ok=True)
     (exp_dir / "log").mkdir(exist_ok=True)
-    file_log = logging.FileHandler(exp_dir / "log" / "log-train.txt")
-    file_log.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    file_log = None
     library_log = logging.getLogger("speechtune")
-    library_log.addHandler(file_log)
-    if library_log.getEffectiveLevel() > logging.INFO:  # log-train.txt holds the INFO lines, whoever calls
-        library_log.setLevel(logging.INFO)
-    # lhotse's SpecAugment draws from all three generators.
+    if world.is_main:
+        file_log = logging.FileHandler(exp_dir / "log" / "log-train.txt")
+        file_log.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+        library_log.addHandler(file_log)
+        if library_log.getEffectiveLevel() > logging.INFO:  # log-train.txt holds the INFO lines, whoever calls
+            library_log.setLevel(logging.INFO)
+    # lhotse's SpecAugment draws from all three generators. Every process starts alike (DDP also
+    # sends rank 0's weights to all); their augmentations and dropout draw apart from then on.
     torch.manual_seed(run.seed)
     random.seed(run.seed)
     np.random.seed(run.seed)
@@ -187,16 +209,23 @@ def set_up(run: StageRun, exp_dir: Path, lang_dir: Path, train_cuts: CutSet, val
     recipe.prepare(model, loss_params, train_params["max_duration"], run.seed)
     texts = [s.text for cut in train_cuts for s in cut.supervisions]
     loss_fn = build_loss(loss_params, compiler, model.subsampling_factor, train_texts=texts)
-    if loss_params["type"] == "mmi":
+    if loss_params["type"] == "mmi" and world.is_main:
         save_fsa(loss_fn.bigram, exp_dir / "P.pt")
+    if world.size > 1:
+        for seed in (torch.manual_seed, random.seed, np.random.seed):
+            seed(run.seed + world.rank)
     optimizer = torch.optim.Adam(recipe.param_groups(model, train_params["lr"]), lr=train_params["lr"],
                                  weight_decay=train_params["weight_decay"])
+    grad_scaler = torch.cuda.amp.GradScaler(enabled=device.type == "cuda" and train_params.get("mixed_precision", False))
+    # Each process trains on its share of the batches one process would. Rank 0 alone computes
+    # the validation loss, on all cuts.
     train_loader = make_loader(train_cuts, train_params["max_duration"], shuffle=True, seed=run.seed,
                                spec_augment=train_params.get("spec_augment", False),
-                               noise_mix=train_params.get("noise_mix"), noise_cuts=noise_cuts)
+                               noise_mix=train_params.get("noise_mix"), noise_cuts=noise_cuts, world=world)
     valid_loader = make_loader(valid_cuts, train_params["max_duration"], shuffle=False, seed=run.seed)
     return Training(run, exp_dir, train_params, loss_params, recipe, config_hash(run_config), fingerprints,
-                    output_tokens(lang_dir), model, loss_fn, optimizer, train_loader, valid_loader, device, file_log)
+                    output_tokens(lang_dir), model, wrap(model, world), loss_fn, optimizer, grad_scaler,
+                    train_loader, valid_loader, device, world, file_log)
 
 
 def resume(t: Training) -> Progress:
@@ -204,18 +233,21 @@ def resume(t: Training) -> Progress:
     optimizer and sampler; a fresh start (and no stale checkpoints) where there is none."""
     checkpoints = find_checkpoints(t.exp_dir)
     resumable = [c.path for c in checkpoints if c.resume_key == t.resume_key]
+    barrier(t.world)  # every process has read the checkpoints before rank 0 removes any
     if not resumable:
-        if checkpoints:
+        if checkpoints and t.world.is_main:
             log.info("removing %d checkpoints written with another config", len(checkpoints))
             for checkpoint in checkpoints:
                 checkpoint.path.unlink()
-        log.info("model: %s, %d parameters (%d trainable); loss: %s", t.model.params["type"],
-                 num_parameters(t.model), trainable_parameters(t.model), t.loss_params["type"])
+        log.info("model: %s, %d parameters (%d trainable); loss: %s; %s", t.model.params["type"],
+                 num_parameters(t.model), trainable_parameters(t.model), t.loss_params["type"], t.world)
         return Progress()
     path = resumable[-1]
     checkpoint = load_checkpoint(path)
     t.model.load_state_dict(checkpoint["model"])
     t.optimizer.load_state_dict(checkpoint["optimizer"])
+    if checkpoint["grad_scaler"]:  # (empty where it was off)
+        t.grad_scaler.load_state_dict(checkpoint["grad_scaler"])
     progress = Progress(checkpoint["step"], checkpoint["epoch"], checkpoint["train_seconds"],
                         checkpoint["valid_losses"], checkpoint["skipped_utterances"], checkpoint["skipped_batches"],
                         checkpoint["frames"], checkpoint["data_wait_seconds"])
@@ -227,15 +259,16 @@ def resume(t: Training) -> Progress:
     return progress
 
 
-def train_one_epoch(t: Training, progress: Progress, epoch: int, writer: SummaryWriter) -> None:
+def train_one_epoch(t: Training, progress: Progress, epoch: int, writer: Optional[SummaryWriter]) -> None:
     """One pass over the training batches (the rest of it, when resumed mid-epoch), with
-    mid-epoch checkpoints every ``save_every_steps``."""
-    params, model, optimizer = t.train_params, t.model, t.optimizer
+    mid-epoch checkpoints every ``save_every_steps``. ``writer``: rank 0's TensorBoard."""
+    params, model, optimizer, world = t.train_params, t.model, t.optimizer, t.world
     t.recipe.train_mode(model)
     t.train_loader.sampler.set_epoch(epoch)
     epoch_loss, epoch_frames, steps_before, batches, unusable_in_a_row = 0.0, 0, progress.step, 0, 0
     started = time.time()
-    bar = tqdm(t.train_loader, desc=f"{t.run.stage} epoch {epoch}", unit="batch", mininterval=5)
+    bar = tqdm(t.train_loader, desc=f"{t.run.stage} epoch {epoch}", unit="batch", mininterval=5,
+               disable=not world.is_main)
     waited, epoch_started = 0.0, time.perf_counter()
     step_done = epoch_started
     for batch in bar:
@@ -243,14 +276,23 @@ def train_one_epoch(t: Training, progress: Progress, epoch: int, writer: Summary
         batches += 1
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(params, progress.step, epoch) * group.get("lr_factor", 1.0)
-        log_probs = batch_log_probs(model, batch, t.device)
+        with t.autocast():
+            log_probs = batch_log_probs(t.forward_model, batch, t.device)
+        log_probs = log_probs.float()
         loss, info = t.loss_fn(log_probs, batch["supervisions"])
-        if info["skipped"]:
-            progress.skipped_utterances += info["skipped"]
-            log.warning("epoch %d, batch %d: %d of %d utterances left out: their transcript cannot align to "
-                        "their frames (infinite loss: longer than the audio allows, or for LF-MMI a token pair "
-                        "P has not seen)", epoch, batches, info["skipped"], info["skipped"] + info["utterances"])
-        if info["frames"] == 0:
+        if is_filler(batch):  # a batch of fewer cuts than processes: this one only joins in
+            info = {**info, "loss": 0.0, "frames": 0, "skipped": 0, "utterances": 0}
+        # The whole global batch's counts: every process takes the same decisions from them.
+        frames, loss_sum, skipped, utterances, input_frames = all_reduce_sum(world, [
+            info["frames"], info["loss"], info["skipped"], info["utterances"],
+            0 if is_filler(batch) else batch["inputs"].shape[0] * batch["inputs"].shape[1]])
+        if skipped:
+            progress.skipped_utterances += int(skipped)
+            if world.is_main:
+                log.warning("epoch %d, batch %d: %d of %d utterances left out: their transcript cannot align to "
+                            "their frames (infinite loss: longer than the audio allows, or for LF-MMI a token "
+                            "pair P has not seen)", epoch, batches, skipped, skipped + utterances)
+        if frames == 0:
             progress.skipped_batches += 1
             unusable_in_a_row += 1
             if unusable_in_a_row >= MAX_UNUSABLE_BATCHES_IN_A_ROW:
@@ -259,30 +301,39 @@ def train_one_epoch(t: Training, progress: Progress, epoch: int, writer: Summary
             step_done = time.perf_counter()
             continue
         unusable_in_a_row = 0
-        objective, terms = t.recipe.objective(model, batch, log_probs, loss, info)
+        if info["frames"]:
+            # Per frame of the global batch; DDP averages the processes' gradients, so each
+            # divides by the frames of the whole batch over the number of processes.
+            objective, terms = t.recipe.objective(model, batch, log_probs, loss, {**info, "frames": frames / world.size})
+        else:  # this process's share cannot align (or is a filler): it still joins DDP's reduction
+            objective, terms = log_probs.sum() * 0.0, {}
         optimizer.zero_grad()
-        objective.backward()
+        t.grad_scaler.scale(objective).backward()
+        t.grad_scaler.unscale_(optimizer)
         nn.utils.clip_grad_norm_(model.parameters(), params["grad_clip"])
-        optimizer.step()
+        t.grad_scaler.step(optimizer)
+        t.grad_scaler.update()
         progress.step += 1
         if progress.step % ORTHONORMAL_CONSTRAINT_INTERVAL == 0:
             model.constrain_orthonormal()
-        epoch_loss += info["loss"]
-        epoch_frames += info["frames"]
-        progress.frames += int(batch["inputs"].shape[0] * batch["inputs"].shape[1])
-        per_frame = info["loss"] / info["frames"]
+        epoch_loss += loss_sum
+        epoch_frames += frames
+        progress.frames += int(input_frames)
+        per_frame = loss_sum / frames
         bar.set_postfix(loss=f"{per_frame:.3f}", refresh=False)
-        writer.add_scalar("train/loss", per_frame, progress.step)
-        writer.add_scalar("train/objective", float(objective), progress.step)
-        for name, value in terms.items():
-            writer.add_scalar(f"train/{name}", value, progress.step)
-        writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], progress.step)
+        if writer is not None:
+            writer.add_scalar("train/loss", per_frame, progress.step)
+            writer.add_scalar("train/objective", float(objective), progress.step)
+            for name, value in terms.items():
+                writer.add_scalar(f"train/{name}", value, progress.step)
+            writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], progress.step)
         if params["save_every_steps"] and progress.step % params["save_every_steps"] == 0:
             progress.train_seconds += time.time() - started
             started = time.time()
-            save_checkpoint(t.exp_dir / f"checkpoint-{progress.step}.pt",
-                            t.state(progress, epoch, t.train_loader.sampler.state_dict()))
-            remove_old_checkpoints(t.exp_dir)
+            if world.is_main:
+                save_checkpoint(t.exp_dir / f"checkpoint-{progress.step}.pt",
+                                t.state(progress, epoch, t.train_loader.sampler.state_dict()))
+                remove_old_checkpoints(t.exp_dir)
         step_done = time.perf_counter()
     epoch_seconds = time.perf_counter() - epoch_started
     progress.train_seconds += time.time() - started
@@ -290,12 +341,15 @@ def train_one_epoch(t: Training, progress: Progress, epoch: int, writer: Summary
     if batches and progress.step == steps_before:  # (a run resumed at an epoch's end sees no batch)
         raise StageError(f"{t.exp_dir}: epoch {epoch} had no batch with an utterance that aligns to its frames: "
                          "check the transcripts against the audio and the lang dir")
-    progress.valid_losses.append(validation_loss(model, t.loss_fn, t.valid_loader, t.device))
-    writer.add_scalar("valid/loss", progress.valid_losses[-1], progress.step)
+    valid_loss = validation_loss(model, t.loss_fn, t.valid_loader, t.device) if world.is_main else 0.0
+    progress.valid_losses.append(from_main(world, valid_loss))
+    if writer is not None:
+        writer.add_scalar("valid/loss", progress.valid_losses[-1], progress.step)
     log.info("epoch %d: train loss %.4f, valid loss %.4f per frame, %d steps, %.0f s so far (%.1f%% of this "
              "epoch waiting for data)", epoch, epoch_loss / max(epoch_frames, 1), progress.valid_losses[-1],
              progress.step, progress.train_seconds, 100 * waited / max(epoch_seconds, 1e-9))
-    save_checkpoint(t.exp_dir / f"epoch-{epoch}.pt", t.state(progress, epoch, None))
+    if world.is_main:
+        save_checkpoint(t.exp_dir / f"epoch-{epoch}.pt", t.state(progress, epoch, None))
 
 
 def should_stop_early(valid_losses: Sequence[float], patience: int) -> bool:
@@ -315,6 +369,7 @@ def finish(t: Training, progress: Progress) -> Dict[str, Any]:
         "skipped_utterances": progress.skipped_utterances, "skipped_batches": progress.skipped_batches,
         "frames": progress.frames, "data_wait_seconds": round(progress.data_wait_seconds, 1),
         "parameters": num_parameters(t.model), "trainable_parameters": trainable_parameters(t.model),
+        "processes": t.world.size,
         **t.recipe.describe(),
         "valid_loss": validation_loss(t.model, t.loss_fn, t.valid_loader, t.device),
         "input_fingerprints": t.fingerprints,
@@ -339,25 +394,46 @@ def train(
     noise_cuts: Optional[CutSet] = None,
     device: torch.device = torch.device("cpu"),
 ) -> Dict[str, Any]:
-    """Train a model into ``exp_dir`` (layout in the module docstring) on ``device``; return a summary.
+    """Train a model into ``exp_dir`` (layout in the module docstring) on ``device``; return a
+    summary (empty in processes other than rank 0 under torchrun).
 
     ``recipe`` (default: random initialization, the task loss) starts and optimizes the model;
     fine-tuning passes :class:`speechtune.finetuning.FineTuning`, whose start a resumed run
     replaces with its checkpoint. ``noise_cuts`` (the noise stage's) are what
     ``train_params["noise_mix"]`` mixes in.
     """
+    world = join_process_group(device)
+    try:
+        summary = train_in_process(run, exp_dir, lang_dir, train_cuts, valid_cuts, model_params, loss_params,
+                                   train_params, recipe or Recipe(), noise_cuts, process_device(device, world),
+                                   world)
+        # Every process leaves together, its DDP wrapper gone with train_in_process: a gloo
+        # group torn down while another process still holds it can hang.
+        barrier(world)
+        return summary
+    finally:
+        leave_process_group(world)
+
+
+def train_in_process(run: StageRun, exp_dir: Path, lang_dir: Path, train_cuts: CutSet, valid_cuts: CutSet,
+                     model_params: Mapping[str, Any], loss_params: Mapping[str, Any],
+                     train_params: Mapping[str, Any], recipe: Recipe, noise_cuts: Optional[CutSet],
+                     device: torch.device, world: World) -> Dict[str, Any]:
+    """:func:`train` in this process of ``world``: set up, resume, the epochs, finish."""
     t = set_up(run, exp_dir, lang_dir, train_cuts, valid_cuts, model_params, loss_params, train_params,
-               recipe or Recipe(), noise_cuts, device)
+               recipe, noise_cuts, device, world)
     try:
         progress = resume(t)
-        writer = SummaryWriter(str(exp_dir / "tensorboard"), purge_step=progress.step)
+        writer = SummaryWriter(str(exp_dir / "tensorboard"), purge_step=progress.step) if world.is_main else None
         for epoch in range(progress.first_epoch, train_params["epochs"] + 1):
             if should_stop_early(progress.valid_losses, train_params.get("early_stopping_patience", 0)):
                 log.info("early stop: no better validation loss in the last %d epochs",
                          train_params["early_stopping_patience"])
                 break
             train_one_epoch(t, progress, epoch, writer)
-        writer.close()
-        return finish(t, progress)
+        if writer is not None:
+            writer.close()
+        return finish(t, progress) if world.is_main else {}
     finally:
-        logging.getLogger("speechtune").removeHandler(t.file_log)
+        if t.file_log is not None:
+            logging.getLogger("speechtune").removeHandler(t.file_log)

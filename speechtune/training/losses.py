@@ -20,7 +20,15 @@ A training loop does::
 align with their frames (too few output frames for the transcript, or for LF-MMI a transcript
 with a token bigram P has never seen) have an infinite loss; they are left out of the sum
 and counted in ``info["skipped"]``, so one bad utterance does not end a run.
+
+LF-MMI's denominator is computed exactly, unpruned as Kaldi's chain denominator: a
+forward-backward over every path of ``ctc_topo o P`` (:class:`DenominatorForward`), not a k2
+lattice pruned to ``output_beam`` (as before; ``MmiLoss(..., exact_den=False)``). On a bigram P
+over 500 tokens the pruned lattice held millions of arcs per batch (an untrained model's
+near-uniform outputs keep most of them within the beam) and cost most of the step, while
+leaving out several nats of the denominator's mass per utterance (docs/benchmarks.md).
 """
+import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import k2
@@ -104,10 +112,125 @@ class CtcLoss(nn.Module):
         return _summed(self._ctc(dense, texts), segments, {})
 
 
+class DenominatorForward:
+    """The exact log-likelihood of the LF-MMI denominator graph ``ctc_topo o P`` given the
+    output frames: the sum over all its paths, as ``k2.intersect_dense`` with an unbounded
+    ``output_beam`` followed by ``get_tot_scores(log_semiring=True, use_double_scores=True)``
+    gives it, without building the lattice.
+
+    Every arc of ``ctc_topo o P`` entering a state has the same label (a state of ctc_topo is
+    the label last read), so the graph is an HMM: ``alpha_t = (A^T alpha_{t-1}) * e_t[label]``,
+    with A the states' transition probabilities (sparse: P's seen bigrams) and ``e_t`` the
+    output probabilities of frame t; the final arcs (label -1) weigh the last frame's states.
+    Forward and backward (``alpha``, ``beta``: the gradient is the state posteriors summed per
+    label) run in float64 with per-frame renormalization, as Kaldi's chain denominator does.
+    """
+
+    def __init__(self, den_graph: k2.Fsa):
+        arcs = den_graph.arcs.values()[:, :3].long()
+        src, dst, label = arcs.unbind(1)
+        scores = den_graph.scores.detach().to(torch.float64)
+        num_states = den_graph.shape[0]
+        final = label == -1
+        inner = ~final
+        state_label = torch.full((num_states,), -1, dtype=torch.long, device=src.device)
+        state_label[dst[inner]] = label[inner]
+        if not torch.equal(state_label[dst[inner]], label[inner]):
+            raise ValueError("DenominatorForward: arcs entering a state carry different labels; "
+                             "expected ctc_topo o P (a state per label last read)")
+        self.num_states = num_states
+        self.start = 0
+        self.state_label = state_label.clamp(min=0)  # states nothing enters: never occupied after t=0
+        self.final_weights = torch.zeros(num_states, dtype=torch.float64, device=src.device).index_add_(
+            0, src[final], scores[final].exp())
+        probs = scores[inner].exp()
+        # Parallel arcs add up in coalesce: the sum of their probabilities, as the log semiring.
+        A = torch.sparse_coo_tensor(torch.stack([src[inner], dst[inner]]), probs, (num_states, num_states)).coalesce()
+        # CSR: forward + backward on bench/losses.py's batch, source bigram (996 states), 2
+        # threads: 24 ms, vs 192 ms with COO and 126 ms dense (measured once, under some load).
+        # torch 1.13 calls its CSR support beta.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            self.A = A.to_sparse_csr()
+            self.A_t = A.t().coalesce().to_sparse_csr()
+
+    def __call__(self, log_probs: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
+        """Per-segment denominator log-likelihoods (float64; -inf where the graph accepts no
+        path of that many frames). ``segments``: rows (sequence_idx, start_frame, duration) at
+        the output frame rate, as for ``k2.DenseFsaVec``."""
+        return _DenominatorFunction.apply(log_probs, segments.to(log_probs.device).long(), self)
+
+
+class _DenominatorFunction(torch.autograd.Function):
+    """Forward: per-segment log-likelihoods; backward: the state posteriors summed per label."""
+
+    @staticmethod
+    def forward(ctx, log_probs: torch.Tensor, segments: torch.Tensor, den: DenominatorForward) -> torch.Tensor:
+        sequence, start, duration = segments.unbind(1)
+        num_segments = len(duration)
+        num_frames = int(duration.max()) if num_segments else 0
+        device = log_probs.device
+        frame = start[:, None] + torch.arange(num_frames, device=device)[None, :]
+        frame = frame.clamp(max=log_probs.size(1) - 1)  # past a segment's end: never used (posterior 0)
+        lp = log_probs.detach()[sequence[:, None], frame].to(torch.float64)  # (U, T, V)
+        shift = lp.max(dim=-1, keepdim=True).values
+        shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+        # (T, S, U): each state's output probability per frame and segment, shifted so the best is 1.
+        emit = (lp - shift).exp()[:, :, den.state_label].permute(1, 2, 0).contiguous()
+        # alpha[t]: the states' forward probabilities after t frames, each frame's renormalized to sum 1.
+        alpha = torch.zeros(num_frames + 1, den.num_states, num_segments, dtype=torch.float64, device=device)
+        alpha[0, den.start] = 1.0
+        norm = torch.ones(num_frames, num_segments, dtype=torch.float64, device=device)
+        for t in range(num_frames):
+            a = (den.A_t @ alpha[t]) * emit[t]
+            z = a.sum(dim=0)
+            norm[t] = torch.where(z > 0, z, torch.ones_like(z))  # a segment with no path stays all 0
+            alpha[t + 1] = a / norm[t]
+        segment = torch.arange(num_segments, device=device)
+        final = alpha[duration, :, segment] @ den.final_weights  # (U,): 0 where no path ends in time
+        log_norm = torch.cat([torch.zeros(1, num_segments, dtype=torch.float64, device=device),
+                              (norm.log() + shift.squeeze(-1).t()).cumsum(dim=0)])
+        tot = log_norm[duration, segment] + final.log()
+        ctx.den = den
+        ctx.log_probs_shape = log_probs.shape
+        ctx.log_probs_dtype = log_probs.dtype
+        ctx.save_for_backward(alpha, emit, norm, final, sequence, frame, duration)
+        return tot
+
+    @staticmethod
+    def backward(ctx, grad_tot: torch.Tensor):
+        den = ctx.den
+        alpha, emit, norm, final, sequence, frame, duration = ctx.saved_tensors
+        num_frames, num_states, num_segments = emit.shape
+        # At a segment's last frame, beta = final weights / the segment's likelihood (times the
+        # incoming gradient); then back one frame at a time, renormalized as alpha was, so that
+        # alpha[t] * beta is frame t's state posterior (summing to 1 per frame).
+        alive = final > 0
+        inject = torch.where(alive, grad_tot.to(torch.float64) / torch.where(alive, final, torch.ones_like(final)),
+                             torch.zeros_like(final))
+        beta = torch.zeros(num_states, num_segments, dtype=torch.float64, device=emit.device)
+        posterior = torch.empty_like(emit)  # (T, S, U)
+        for t in range(num_frames, 0, -1):
+            ends = duration == t
+            if bool(ends.any()):
+                beta = beta + den.final_weights[:, None] * torch.where(ends, inject, torch.zeros_like(inject))
+            posterior[t - 1] = alpha[t] * beta
+            beta = (den.A @ (emit[t - 1] * beta)) / norm[t - 1]
+        num_labels = ctx.log_probs_shape[-1]
+        per_label = torch.zeros(num_frames, num_labels, num_segments, dtype=torch.float64, device=emit.device)
+        per_label.index_add_(1, den.state_label, posterior)
+        grad = torch.zeros(ctx.log_probs_shape, dtype=torch.float64, device=emit.device)
+        grad.index_put_((sequence[:, None], frame), per_label.permute(2, 0, 1), accumulate=True)
+        return grad.to(ctx.log_probs_dtype), None, None
+
+
 class MmiLoss(CtcLoss):
     """LF-MMI: ``-(log p(num) - den_scale * log p(den))`` per utterance, where
-    num = ``(ctc_topo o P) o transcript`` and den = ``ctc_topo o P`` intersected with the
-    output frames (full forward-backward, pruned to ``output_beam`` around the best path).
+    num = ``(ctc_topo o P) o transcript`` intersected with the output frames (k2, pruned to
+    ``output_beam`` around the best path, as CTC) and den = ``ctc_topo o P``, summed over all
+    its paths (:class:`DenominatorForward`; ``exact_den=False``: a k2 lattice pruned to
+    ``output_beam`` as the numerator, icefall's ``_compute_mmi_loss_exact_optimized``: the
+    computation before the exact denominator, kept for comparison).
 
     With ``ctc_weight > 0`` the loss adds ``ctc_weight * CTC`` on the same output, the
     regularizer Kaldi's chain training gets from its cross-entropy branch. Kaldi's xent branch
@@ -123,31 +246,41 @@ class MmiLoss(CtcLoss):
         output_beam: float,
         den_scale: float,
         ctc_weight: float,
+        exact_den: bool = True,
     ):
         super().__init__(compiler, subsampling_factor, output_beam)
         self.bigram = bigram
         self.den_graph = compile_den_graph(compiler.ctc_topo, bigram)
+        self.den_forward = DenominatorForward(self.den_graph) if exact_den else None
         self.den_scale = den_scale
         self.ctc_weight = ctc_weight
+
+    def _tot_scores(self, log_probs: torch.Tensor, segments: torch.Tensor, dense: k2.DenseFsaVec,
+                    texts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Per-utterance numerator and denominator log-likelihoods (float64)."""
+        num_graphs = compile_num_graphs(self.den_graph, self.compiler.transcript_fsas(texts))
+        if self.den_forward is not None:
+            num_lattices = k2.intersect_dense(num_graphs, dense, output_beam=self.output_beam)
+            num = num_lattices.get_tot_scores(log_semiring=True, use_double_scores=True)
+            return num, self.den_forward(log_probs, segments)
+        # One intersection for all: graphs (num_0, den, num_1, den, ...), each pair mapped to
+        # its utterance's frames, so the den graph is shared rather than copied per utterance.
+        n = len(texts)
+        graphs = k2.cat([num_graphs, k2.create_fsa_vec([self.den_graph])])
+        utterance = torch.arange(n, dtype=torch.int32, device=log_probs.device)
+        pairs = torch.stack([utterance, torch.full_like(utterance, n)], dim=1).reshape(-1)
+        lattices = k2.intersect_dense(k2.index_fsa(graphs, pairs), dense, output_beam=self.output_beam,
+                                      a_to_b_map=utterance.repeat_interleave(2))
+        tot_scores = lattices.get_tot_scores(log_semiring=True, use_double_scores=True)
+        return tot_scores[0::2], tot_scores[1::2]
 
     def forward(
         self, log_probs: torch.Tensor, supervisions: Mapping[str, Any]
     ) -> Tuple[torch.Tensor, Dict[str, float]]:
         """The summed loss of a batch, and its counts (see the module docstring)."""
         segments, texts, dense = self._dense(log_probs, supervisions)
-        num_graphs = compile_num_graphs(self.den_graph, self.compiler.transcript_fsas(texts))
-
-        # One intersection for all: graphs (num_0, den, num_1, den, ...), each pair mapped to
-        # its utterance's frames, so the den graph is shared rather than copied per utterance.
-        n = len(texts)
-        graphs = k2.cat([num_graphs, k2.create_fsa_vec([self.den_graph])])
-        device = log_probs.device
-        utterance = torch.arange(n, dtype=torch.int32, device=device)
-        pairs = torch.stack([utterance, torch.full_like(utterance, n)], dim=1).reshape(-1)
-        lattices = k2.intersect_dense(k2.index_fsa(graphs, pairs), dense, output_beam=self.output_beam,
-                                      a_to_b_map=utterance.repeat_interleave(2))
-        tot_scores = lattices.get_tot_scores(log_semiring=True, use_double_scores=True)
-        mmi = -(tot_scores[0::2] - self.den_scale * tot_scores[1::2])
+        num, den = self._tot_scores(log_probs, segments, dense, texts)
+        mmi = -(num - self.den_scale * den)
 
         if self.ctc_weight == 0:
             return _summed(mmi, segments, {"mmi": mmi})
