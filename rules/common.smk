@@ -67,7 +67,7 @@ def one_of(names):
 wildcard_constraints:
     domain=one_of(ex.DOMAINS),
     split=one_of(sorted({split for domain in ex.DOMAINS for split in ex.splits(config, domain)})),
-    system=one_of([ex.BASELINE, *ex.scratch_systems(config), *FINE_TUNED]),
+    system=one_of(ex.trainable_systems(config)),
     testset=one_of(TESTSETS),
     method="hlg|greedy",
     feature_dir=one_of(ex.FEATURE_DIRS.values()),

@@ -113,6 +113,14 @@ def add_processes_argument(parser: argparse.ArgumentParser) -> None:
                              "on GPUs: one process per GPU); they share --threads (default 1)")
 
 
+def free_local_port() -> int:
+    """A TCP port free on 127.0.0.1 now: torchrun's rendezvous, where several jobs may train on
+    one machine at once (its --standalone always takes 29400)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def run_under_torchrun(args: argparse.Namespace, module: str, argv: Optional[Sequence[str]]) -> bool:
     """Where ``--processes`` asks for several and this process is not one of torchrun's: run
     ``python -m <module> <argv>`` in that many processes under torchrun, on this machine, and
@@ -121,11 +129,8 @@ def run_under_torchrun(args: argparse.Namespace, module: str, argv: Optional[Seq
         raise ConfigError(f"--processes {args.processes}: expected 1 or more")
     if args.processes == 1 or "WORLD_SIZE" in os.environ:
         return False
-    with socket.socket() as probe:  # a free port: several jobs may train on one machine at once
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node",
-               str(args.processes), "--master_addr", "127.0.0.1", "--master_port", str(port),
+               str(args.processes), "--master_addr", "127.0.0.1", "--master_port", str(free_local_port()),
                "-m", module, *(sys.argv[1:] if argv is None else argv)]
     logging.getLogger("speechtune").info("training in %d processes: %s", args.processes, " ".join(command))
     if subprocess.run(command).returncode != 0:

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from speechtune.data.cuts import load_cuts
 from speechtune.data.tables import write_table
 from speechtune.errors import StageError
+from speechtune.lang.lang_dir import hlg_path
 from speechtune.provenance import StageRun, atomic_dir
 from speechtune.scoring.wer import ErrorCounts, score
 from speechtune.training.batches import batch_log_probs
@@ -45,7 +46,7 @@ def read_symbols(path: Path) -> k2.SymbolTable:
 
 
 def load_hlg(lang_dir: Path, lm: str) -> k2.Fsa:
-    path = Path(lang_dir) / f"lm_{lm}" / "HLG.pt"
+    path = hlg_path(lang_dir, lm)
     if not path.is_file():
         raise StageError(f"{path} is missing: run the lang stage with --lm-text {lm}=<cuts>")
     return k2.arc_sort(k2.Fsa.from_dict(torch.load(path, map_location="cpu")))

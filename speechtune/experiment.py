@@ -229,6 +229,11 @@ def scratch_systems(config: Mapping[str, Any]) -> List[str]:
     return [SCRATCH, *(name for name, p in learning_curve_systems(config).items() if p.base == SCRATCH)]
 
 
+def trainable_systems(config: Mapping[str, Any]) -> List[str]:
+    """Every system some rule of this config trains (reported ones, sweeps, curve points)."""
+    return list(dict.fromkeys([BASELINE, *scratch_systems(config), *fine_tuned_systems(config)]))
+
+
 def front_end(system: str) -> str:
     """The feature front end a system trains and decodes on."""
     return "kaldi_ko" if system == KALDI_KO else "fbank"

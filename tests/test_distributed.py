@@ -5,7 +5,6 @@ two-process run resumes from its checkpoint to the weights of an uninterrupted o
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from typing import Dict, List
 import pytest
 import torch
 
+from speechtune.cli import free_local_port
 from tests.conftest import REPO_ROOT
 from tests.test_losses import CHAR_LEXICON, write_char_lang_dir
 from tests.tiny_training import LOSS, MODEL, TRAIN, feature_cuts
@@ -40,12 +40,6 @@ def pretrain(data: Dict[str, Path], exp_dir: Path, processes: int, **overrides) 
     return [sys.executable, "-m", "stages.pretrain", str(data["cuts"]), str(data["lang"]), str(exp_dir),
             "--processes", str(processes), "--threads", "2", "--device", "cpu",
             "--config-json", json.dumps(config), "--seed", "3"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def train(command: List[str]) -> Dict[str, torch.Tensor]:
@@ -77,7 +71,7 @@ def test_two_processes_train_exactly_what_one_does_where_no_utterance_depends_on
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     for command in ([sys.executable, *worker, str(root / "one")],
                     [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                     str(free_port()), *worker, str(root / "two")]):
+                     str(free_local_port()), *worker, str(root / "two")]):
         result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
     one, two = (torch.load(root / name / "model.pt") for name in ("one", "two"))

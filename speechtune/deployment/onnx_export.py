@@ -45,6 +45,7 @@ from torch import nn
 
 from speechtune.deployment.system import DeployedSystem
 from speechtune.errors import StageError
+from speechtune.lang.lang_dir import hlg_path
 from speechtune.models.layers import output_lengths
 from speechtune.provenance import StageRun, atomic_dir, file_sha256
 from speechtune.training.checkpoint import load_checkpoint, model_from_checkpoint
@@ -191,7 +192,7 @@ def export_system(system: DeployedSystem, out_dir: Path, run: Optional[StageRun]
                          f"{system.extractor.feature_dim(system.sample_rate)}; pass the --config presets it was trained with")
     model = model_from_checkpoint(system.model_path)
     model.select_domain(system.domain)  # the domain's adapters (or none) are baked into the graph
-    hlg = f"lm_{system.domain}/HLG.pt"
+    hlg = str(hlg_path(Path(), system.domain))  # relative to the exported lang dir
     info: Dict[str, Any] = {
         "system": system.name, "domain": system.domain, "model_type": params["type"],
         "checkpoint": str(system.model_path), "checkpoint_sha256": file_sha256(system.model_path),

@@ -14,14 +14,15 @@ Every path comes from :mod:`speechtune.experiment` (the Snakefile's definitions)
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Union
+from typing import Any, Dict, Mapping, Union
 
 from lhotse.features.base import FeatureExtractor
 
 from speechtune.errors import StageError
-from speechtune.experiment import (BASELINE, DOMAINS, FRONT_END_MODELS, fine_tuned_systems, front_end,
-                                   lang_dir, scratch_systems, system_dir, system_names, training_cuts)
+from speechtune.experiment import (DOMAINS, FRONT_END_MODELS, front_end, lang_dir, system_dir, system_names,
+                                   trainable_systems, training_cuts)
 from speechtune.features.extract import output_paths, stage_extractor
+from speechtune.lang.lang_dir import hlg_path
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,7 @@ class DeployedSystem:
 
     @property
     def hlg_path(self) -> Path:
-        return self.lang_dir / f"lm_{self.domain}" / "HLG.pt"
-
-
-def trainable_systems(config: Mapping[str, Any]) -> List[str]:
-    """Every system some rule of this config trains (reported ones, sweeps, curve points)."""
-    return list(dict.fromkeys([BASELINE, *scratch_systems(config), *fine_tuned_systems(config)]))
+        return hlg_path(self.lang_dir, self.domain)
 
 
 def _under(root: Union[str, Path], layout_path: str, top: str) -> Path:
@@ -67,7 +63,7 @@ def find_system(config: Mapping[str, Any], system: str, exp_dir: Union[str, Path
         raise StageError(f"{model_path} is missing: system {system} is not trained yet; train it with "
                          + build.format(f"{system_dir(system)}/model.pt") + f", or pass --exp-dir")
     lang = _under(data_dir, lang_dir(config, domain), "data")
-    for needed in (lang / "words.txt", lang / "tokens.txt", lang / f"lm_{domain}" / "HLG.pt"):
+    for needed in (lang / "words.txt", lang / "tokens.txt", hlg_path(lang, domain)):
         if not needed.is_file():
             raise StageError(f"{needed} is missing: build the lang dir with "
                              + build.format(lang_dir(config, domain)) + ", or pass --data-dir")

@@ -384,6 +384,11 @@ def write_lexicon_files(
     return L_disambig, token2id
 
 
+def hlg_path(lang_dir: Path, lm: str) -> Path:
+    """Where ``lang_dir`` keeps the HLG of the LM ``lm`` (a domain): ``lm_<lm>/HLG.pt``."""
+    return Path(lang_dir) / f"lm_{lm}" / "HLG.pt"
+
+
 def make_lm_and_hlg(
     lm_dir: Path, sentences: Sequence[str], lang_dir: Path, L_disambig: k2.Fsa,
     token2id: Mapping[str, int], word2id: Mapping[str, int], order: int,

@@ -34,8 +34,8 @@ import torch
 
 from speechtune.errors import StageError
 from speechtune.lang.graphs import num_output_tokens
-from speechtune.lang.lang_dir import (EPS, UNK_WORD, WORD_DISAMBIG, Lexicon, add_disambig_symbols, make_lm_and_hlg,
-                                      read_transcripts, report_oovs, write_lexicon, write_mapping)
+from speechtune.lang.lang_dir import (EPS, UNK_WORD, WORD_DISAMBIG, Lexicon, add_disambig_symbols, hlg_path,
+                                      make_lm_and_hlg, read_transcripts, report_oovs, write_lexicon, write_mapping)
 from speechtune.provenance import StageRun, atomic_dir
 
 log = logging.getLogger("speechtune.lang")
@@ -151,9 +151,9 @@ def import_lang_dir(
     word2id = {word_table.get(i): i for i in sorted(word_table.ids)}
     entries = read_released_lexicon(released_dir, lexicon)
     _check_lexicon(entries, token2id, word2id, str(lexicon or released_dir / "lexicon.txt"))
-    hlg_path = released_dir / "HLG.pt"
-    if released_hlg and not hlg_path.is_file():
-        raise StageError(f"{hlg_path} is missing: set pretrained.released_hlg: false to compile HLG from "
+    released = released_dir / "HLG.pt"
+    if released_hlg and not released.is_file():
+        raise StageError(f"{released} is missing: set pretrained.released_hlg: false to compile HLG from "
                          "the domain's LM")
     texts = {path: read_transcripts(path) for path in dict.fromkeys(path for _, path in lm_texts)}
     with atomic_dir(out_dir) as tmp:
@@ -172,9 +172,9 @@ def import_lang_dir(
         lms: Dict[str, Dict[str, object]] = {}
         for domain, path in lm_texts:
             if released_hlg:
-                (tmp / f"lm_{domain}").mkdir()
-                shutil.copy(hlg_path, tmp / f"lm_{domain}" / "HLG.pt")
-                lms[domain] = {"hlg": str(hlg_path)}
+                hlg_path(tmp, domain).parent.mkdir()
+                shutil.copy(released, hlg_path(tmp, domain))
+                lms[domain] = {"hlg": str(released)}
             else:
                 lms[domain] = make_lm_and_hlg(tmp / f"lm_{domain}", texts[path], tmp, L_disambig,
                                               token2id, word2id, config["lm"]["order"])

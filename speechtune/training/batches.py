@@ -74,14 +74,14 @@ def make_loader(cuts: CutSet, max_duration: float, shuffle: bool, seed: int, ret
     # on the same utterances whatever the process count. (lhotse's distributed mode, every
     # world_size-th batch of max_duration / world_size seconds, packs other batches: other steps.)
     # Its world is given as one process, else lhotse reads torchrun's variables and shards.
-    distributed = {"world_size": 1, "rank": 0}
+    one_process = {"world_size": 1, "rank": 0}
     if len(cuts) >= 40:
         sampler = DynamicBucketingSampler(
             cuts, max_duration=max_duration, shuffle=shuffle, seed=seed,
-            num_buckets=min(10, len(cuts) // 20), drop_last=False, **distributed,
+            num_buckets=min(10, len(cuts) // 20), drop_last=False, **one_process,
         )
     else:
-        sampler = SimpleCutSampler(cuts, max_duration=max_duration, shuffle=shuffle, seed=seed, **distributed)
+        sampler = SimpleCutSampler(cuts, max_duration=max_duration, shuffle=shuffle, seed=seed, **one_process)
     transforms = [SpecAugment()] if spec_augment else []
     cut_transforms = []
     if noise_mix and noise_mix["prob"] > 0:

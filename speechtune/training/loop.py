@@ -280,12 +280,12 @@ def train_one_epoch(t: Training, progress: Progress, epoch: int, writer: Optiona
             log_probs = batch_log_probs(t.forward_model, batch, t.device)
         log_probs = log_probs.float()
         loss, info = t.loss_fn(log_probs, batch["supervisions"])
+        input_frames = batch["inputs"].shape[0] * batch["inputs"].shape[1]
         if is_filler(batch):  # a batch of fewer cuts than processes: this one only joins in
-            info = {**info, "loss": 0.0, "frames": 0, "skipped": 0, "utterances": 0}
+            info, input_frames = {**info, "loss": 0.0, "frames": 0, "skipped": 0, "utterances": 0}, 0
         # The whole global batch's counts: every process takes the same decisions from them.
         frames, loss_sum, skipped, utterances, input_frames = all_reduce_sum(world, [
-            info["frames"], info["loss"], info["skipped"], info["utterances"],
-            0 if is_filler(batch) else batch["inputs"].shape[0] * batch["inputs"].shape[1]])
+            info["frames"], info["loss"], info["skipped"], info["utterances"], input_frames])
         if skipped:
             progress.skipped_utterances += int(skipped)
             if world.is_main:
