@@ -37,7 +37,8 @@ test: setup
 
 # Every benchmark, in the tree `make run` built (they read its models and test sets), with the
 # peer recognizers installed first; each writes bench/results/<name>.json (docs/benchmarks.md).
-# The full run from nothing is its own command: bench/pipeline.py --keep DIR.
+# The full run from nothing is its own command, alone, before: `bench/pipeline.py --keep .` in a
+# clean clone builds this tree and writes its wall time, which `make bench` then keeps.
 bench: PEERS = 1
 bench: setup
 	@test -f exp/report.json || { echo "make bench: no exp/report.json here: run \`make run\` first (the benchmarks read its tree)" >&2; exit 1; }

@@ -5,7 +5,9 @@ every job's seconds and peak memory from its Snakemake benchmark file.
     .venv/bin/python bench/pipeline.py --built DIR    # a tree built before: rerun, dry run, jobs
 
 ``--built`` must name a tree built by this same commit and config: Snakemake reruns the jobs
-whose code or params changed, so a tree from another commit is rebuilt, not measured.
+whose code or params changed, so a tree from another commit is rebuilt, not measured. It keeps
+the full run's wall time that ``--keep`` wrote into bench/results/pipeline.json when that
+result is of this same commit (``make bench`` after ``bench/pipeline.py --keep .``).
 
 Runs ``snakemake --cores N exp/finetuned/wer.txt`` in a fresh working directory (synthesis,
 features, lang, pretraining, fine-tuning, scratch, decoding, scoring, time to target, report),
@@ -17,6 +19,7 @@ Measure alone: other work on 2 cores slows torch training several-fold.
 """
 import argparse
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -25,7 +28,7 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-from results_file import write_results  # noqa: E402
+from results_file import RESULTS_DIR, current_commit, write_results  # noqa: E402
 
 
 def snakemake(workdir: Path, cores: int, configfiles: list, *options: str) -> float:
@@ -50,6 +53,15 @@ def job_figures(workdir: Path) -> dict:
     return jobs
 
 
+def full_run_of_this_commit() -> "float | None":
+    """The full run's seconds from an earlier ``--keep`` run of this commit, else None."""
+    earlier = RESULTS_DIR / "pipeline.json"
+    if not earlier.exists():
+        return None
+    figures = json.loads(earlier.read_text())
+    return figures.get("full_run_seconds") if figures.get("commit") == current_commit() else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cores", type=int, default=8, help="what Snakemake is told (default 8, as the design's command)")
@@ -60,7 +72,7 @@ def main() -> None:
     args = parser.parse_args()
     workdir = args.built or args.keep or Path(tempfile.mkdtemp(prefix="speechtune-bench-"))
     configfiles = [str(Path(c).resolve()) for c in args.configfile]
-    full = None if args.built else snakemake(workdir, args.cores, configfiles)
+    full = full_run_of_this_commit() if args.built else snakemake(workdir, args.cores, configfiles)
     cached = snakemake(workdir, args.cores, configfiles)
     dry = snakemake(workdir, args.cores, configfiles, "-n")
     machine = os.cpu_count()
