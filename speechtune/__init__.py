@@ -20,7 +20,9 @@ against :data:`LAYERS`):
 5. :mod:`~speechtune.training` (the loop, recipes, batches, losses, checkpoints)
 6. :mod:`~speechtune.finetuning` (the pretrained start, a registry of regularizers, the
    fine-tuning recipe), :mod:`~speechtune.decoding` (HLG 1-best, CTC greedy),
-   :mod:`~speechtune.scoring` (WER, bootstrap significance)
+   :mod:`~speechtune.scoring` (WER, bootstrap significance, Whisper tiny.en),
+   :mod:`~speechtune.tts` (speech synthesis: mels, Tacotron 2, its training, vocoders,
+   evaluation, the listening test)
 7. :mod:`~speechtune.experiment` (systems, test sets and the data/ and exp/ layout: the one
    definition the Snakefile, status and reports share)
 8. :mod:`~speechtune.reporting` (report.json/md/html, plots, status),
@@ -40,7 +42,7 @@ LAYERS = (
     ("features", "lang"),
     ("models",),
     ("training",),
-    ("finetuning", "decoding", "scoring"),
+    ("finetuning", "decoding", "scoring", "tts"),
     ("experiment",),
     ("reporting", "deployment"),
     ("__main__",),

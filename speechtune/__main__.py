@@ -6,6 +6,7 @@ pipeline, each a parser and a call into the library::
     speechtune recognize --system finetuned my.wav other.flac data/my_test   # words per utterance
     speechtune recognize --system finetuned long_meeting.wav --window 15 --out hyp/
     speechtune export --system finetuned onnx/finetuned                      # ONNX + lang files
+    speechtune mos ratings/*.json --out exp/tts/mos.json    # MOS from the TTS listening page's ratings
 """
 import argparse
 import json
@@ -20,6 +21,7 @@ from speechtune.deployment.system import find_system
 from speechtune.experiment import DOMAINS, PLAIN, testsets
 from speechtune.provenance import StageRun
 from speechtune.reporting import status
+from speechtune.tts import listening
 
 
 def _add_config_argument(parser: argparse.ArgumentParser) -> None:
@@ -71,11 +73,20 @@ def get_parser() -> argparse.ArgumentParser:
     )
     export_parser.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="written whole: new, or an earlier export")
     _add_system_arguments(export_parser)
+
+    mos_parser = commands.add_parser(
+        "mos", help="MOS with 95% intervals and A/B preferences from the TTS listening page's saved ratings",
+        description=listening.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    listening.add_mos_arguments(mos_parser)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
+    if args.command == "mos":  # ratings only: no config, no tree
+        listening.run_mos(args)
+        return
     config = load_config([DEFAULT_CONFIG_PATH, *args.config])
     if args.command == "status":
         names = args.testsets or testsets(config)

@@ -349,3 +349,19 @@ def training_inputs(config: Mapping[str, Any], system: str) -> Dict[str, str]:
         inputs[spec.name] = (feature_cuts(spec.what, front_end(system)) if spec.kind == "cuts"
                              else lang_dir(config, spec.what))
     return inputs
+
+
+# --- TTS: data/tts/ and exp/tts/ ----------------------------------------------------------------
+
+TTS_SYSTEMS = ("pretrained", "finetuned", "scratch")  # pretrained: the source voices, never the target
+TTS_VOICE_DIR = "data/tts/voice"                      # the target voice's corpus (tts_corpus)
+TTS_SUBSETS = ("source_train", "voice_train", "voice_test")
+
+
+def tts_cuts(subset: str) -> str:
+    """A TTS subset's cuts with mels and phones, e.g. ``data/tts/fbank/voice_train_cuts.jsonl.gz``."""
+    return f"data/tts/fbank/{subset}_cuts.jsonl.gz"
+
+
+def tts_dir(system: str) -> str:
+    return f"exp/tts/{system}"

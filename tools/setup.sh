@@ -10,6 +10,8 @@
 #      Kaldi model (~87 MB) and vosk, for the kaldi_ko_finetuned system.
 #   4. With PEERS=1 only: requirements-peers.txt, the recognizers bench/peers.py compares
 #      against (Whisper tiny.en through faster-whisper, PocketSphinx; ~150 MB).
+#   5. With TTS_EVAL=1 only: requirements-tts-eval.txt, what the TTS evaluation judges
+#      synthesized speech with beyond MCD (resemblyzer, DNSMOS, Whisper tiny.en; ~250 MB).
 # Python 3.9 is required by k2 1.23.4 (+ torch 1.13.1); it is looked for in $PYTHON, then
 # python3.9 on PATH, then pyenv's versions.
 set -euo pipefail
@@ -18,6 +20,7 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 KALDI_KO=${KALDI_KO:-}
 PEERS=${PEERS:-}
+TTS_EVAL=${TTS_EVAL:-}
 [ "${1:-}" = "--kaldi-ko" ] && KALDI_KO=1
 APT_PACKAGES=(espeak-ng flite sox wordnet-base
               rhvoice rhvoice-english libttspico-utils mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1
@@ -97,6 +100,7 @@ install_optional() {
 install_extras() {
   install_optional "$KALDI_KO" requirements-kaldi-ko.txt "the Korean Kaldi model and vosk, ~90 MB"
   install_optional "$PEERS" requirements-peers.txt "the peer recognizers, ~150 MB"
+  install_optional "$TTS_EVAL" requirements-tts-eval.txt "the TTS evaluation's speaker encoder, DNSMOS and Whisper tiny.en, ~250 MB"
 }
 
 stamp="$VENV/.installed"

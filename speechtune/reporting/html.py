@@ -57,7 +57,7 @@ img { max-width: 100%; } p.note { color: #555; font-size: 0.9em; }
 """
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """An HTML table of already-escaped cells."""
     lines = ["<table>", "<tr>" + "".join(f"<th>{h}</th>" for h in header) + "</tr>"]
     lines += ["<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows]
@@ -100,13 +100,13 @@ def wer_section(report: Dict[str, Any], errors: Dict[str, Dict[str, UtteranceErr
         f"{html.escape(t)} %WER [95% CI]<br>({len(errors[t][systems[0]].utterances)} utts, "
         f"{scores[t][systems[0]]['words']} words)" for t in testsets
     ]
-    parts = ["<h2>Word error rates</h2>", _table(header, [
+    parts = ["<h2>Word error rates</h2>", html_table(header, [
         [html.escape(s)] + [f"{scores[t][s]['wer']:.2f} [{scores[t][s]['ci95'][0]:.2f}, {scores[t][s]['ci95'][1]:.2f}]"
                             for t in testsets] for s in systems
     ])]
     differences = [c for c in report.get("comparisons", []) if c["system"] in systems and c["against"] in systems]
     if differences:
-        parts += ["<h3>Differences (%WER, negative: fewer errors)</h3>", _table(
+        parts += ["<h3>Differences (%WER, negative: fewer errors)</h3>", html_table(
             ["system", "against", "test set", "difference", "95% CI", "P(improvement)"],
             [[html.escape(c["system"]), html.escape(c["against"]), html.escape(c["testset"]),
               f"{c['difference']:+.2f}", f"[{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]", f"{c['p_improvement']:.2f}"]
@@ -134,7 +134,7 @@ def wer_section(report: Dict[str, Any], errors: Dict[str, Dict[str, UtteranceErr
     return "\n".join(parts)
 
 
-def _png_file_uri(path: Path) -> str:
+def png_file_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
@@ -145,12 +145,12 @@ def answer_section(report: Dict[str, Any], tradeoff_png: Path, findings: Sequenc
     parts = ["<h2>What fine-tuning bought</h2>", "<ul>"]
     parts += [f"<li>{html.escape(line)}</li>" for line in answer(report)] + ["</ul>"]
     if tradeoff_png.is_file():
-        parts.append(f'<img alt="target against source WER" src="{_png_file_uri(tradeoff_png)}">')
+        parts.append(f'<img alt="target against source WER" src="{png_file_uri(tradeoff_png)}">')
     for path in findings:
         finding = json.loads(path.read_text())
         parts += [f"<h3>{html.escape(finding['title'])}</h3>", f"<p>{html.escape(finding['statement'])}</p>"]
         if path.with_suffix(".png").is_file():
-            parts.append(f'<img alt="{html.escape(finding["title"])}" src="{_png_file_uri(path.with_suffix(".png"))}">')
+            parts.append(f'<img alt="{html.escape(finding["title"])}" src="{png_file_uri(path.with_suffix(".png"))}">')
     return "\n".join(parts)
 
 
@@ -218,7 +218,7 @@ def speakers_section(exp_dir: Path, systems: Sequence[str], testsets: Sequence[s
             for spk in speakers
         ]
         parts += [f"<h3>{html.escape(testset)}</h3>",
-                  _table(["speaker", "words"] + [f"{html.escape(s)} %WER" for s in systems], rows)]
+                  html_table(["speaker", "words"] + [f"{html.escape(s)} %WER" for s in systems], rows)]
     return "\n".join(parts)
 
 
@@ -304,7 +304,7 @@ def other_plots_section(exp_dir: Path, shown: Sequence[Path]) -> str:
     for path in sorted(exp_dir.glob("*.png")):
         if path.name not in SUPERSEDED_PLOTS and path not in shown:
             parts += [f"<h3>{html.escape(path.name)}</h3>",
-                      f'<img alt="{html.escape(path.name)}" src="{_png_file_uri(path)}">']
+                      f'<img alt="{html.escape(path.name)}" src="{png_file_uri(path)}">']
     return "\n".join(["<h2>Other plots</h2>"] + parts) if parts else ""
 
 

@@ -28,7 +28,7 @@ hence this numpy version (the tests check it against kaldialign's).
 """
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Tuple, Union
+from typing import Any, Dict, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -143,6 +143,23 @@ def bootstrap_wer(
     sums = _resampled_sums(np.stack([errors.errors, errors.words], axis=1), replications, seed)
     return {**_summary(errors, _percent(sums[:, 0], sums[:, 1]), level),
             "replications": replications, "seed": seed}
+
+
+def bootstrap_mean(
+    values: Sequence[float], replications: int = DEFAULT_REPLICATIONS, seed: int = DEFAULT_SEED,
+    level: float = DEFAULT_LEVEL,
+) -> Dict[str, Any]:
+    """The mean of per-utterance ``values`` (an MCD, a similarity; or two systems' paired
+    differences on the same utterances) and its bootstrap percentile interval over utterances::
+
+        >>> bootstrap_mean([6.1, 7.3, 5.8], replications=1000, seed=0)
+        {'mean': 6.4, 'ci_low': 5.8, 'ci_high': 7.3, 'level': 0.95, 'utterances': 3}
+    """
+    column = np.asarray(values, dtype=np.float64)[:, None]
+    if len(column) == 0:
+        raise ValueError("bootstrap_mean needs at least one value")
+    low, high = _interval(_resampled_sums(column, replications, seed)[:, 0] / len(column), level)
+    return {"mean": float(column.mean()), "ci_low": low, "ci_high": high, "level": level, "utterances": len(column)}
 
 
 def check_same_test_set(a: UtteranceErrors, b: UtteranceErrors) -> None:
