@@ -59,6 +59,9 @@ def run_cli(main: Callable[[], None]) -> None:
 
 def stage_parser(module: str, doc: str) -> argparse.ArgumentParser:
     """A stage's parser: ``python -m <module>``, the module docstring as its ``--help`` text."""
+    if module == "__main__":  # run as `python -m stages.x`: its own name is in its spec
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec is not None else module
     return argparse.ArgumentParser(prog=f"python -m {module}", description=doc,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
 

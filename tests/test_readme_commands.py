@@ -5,8 +5,8 @@ commands in each stage module's docstring parse with that stage's own parser.
 How a command is run, so that the whole file takes a minute or two:
 - ``make run ...``: as written, with ``-n`` added to SNAKEMAKE_ARGS (Snakemake builds the whole
   DAG and runs nothing); set-up runs too (it installs nothing where the venv is current).
-  KALDI_KO is set empty in the environment, so that asking for the Korean model does not
-  download it here: the command line itself is README's.
+  KALDI_KO and TTS_EVAL are set empty in the environment, so that asking for the Korean model
+  or the TTS judges does not download them here: the command line itself is README's.
 - ``.venv/bin/snakemake ...``: as written, plus ``-n``.
 - anything else (``python -m stages.x --help``, ``speechtune status``): as written.
 A command marked ``[not run by tests: <why>]`` in its comment is left out and listed in the
@@ -93,7 +93,7 @@ def test_readme_command_runs_as_written(where: str, command: str, fresh_tree: Pa
     reason = NOT_RUN.search(command)
     if reason:
         pytest.skip(f"{where}: `{command.split('#')[0].strip()}` not run: {reason.group(1)}")
-    env = dict(os.environ, KALDI_KO="")
+    env = dict(os.environ, KALDI_KO="", TTS_EVAL="")
     result = subprocess.run(as_run_here(command), cwd=fresh_tree, capture_output=True, text=True, env=env,
                             timeout=600)
     assert result.returncode == 0, f"{where}: `{command}` failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
