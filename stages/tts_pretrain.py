@@ -10,7 +10,7 @@ Writes the system directory of :mod:`speechtune.tts.training` (``model.pt``, epo
 """
 import argparse
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 from speechtune.cli import (add_config_arguments, add_threads_argument, run_cli, stage_parser, stage_sections,
                             stage_seed, use_threads)
@@ -18,23 +18,20 @@ from speechtune.provenance import StageRun
 from speechtune.tts.systems import pretrain_tts
 
 
-def get_parser(module: str = __name__, doc: str = __doc__, cuts: str = "the source voices' cuts from the tts_data stage",
-               example: str = "exp/tts/pretrained") -> argparse.ArgumentParser:
-    """The parser of a TTS training from nothing (this stage and tts_scratch)."""
-    parser = stage_parser(module, doc)
-    parser.add_argument("cuts", type=Path, help=cuts)
-    parser.add_argument("exp_dir", type=Path, help=f"system directory to write, e.g. {example}")
+def get_parser() -> argparse.ArgumentParser:
+    parser = stage_parser(__name__, __doc__)
+    parser.add_argument("cuts", type=Path, help="the source voices' cuts from the tts_data stage")
+    parser.add_argument("exp_dir", type=Path, help="system directory to write, e.g. exp/tts/pretrained")
     add_threads_argument(parser)
     add_config_arguments(parser)
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None, parser: Optional[argparse.ArgumentParser] = None,
-         train: Callable[..., object] = pretrain_tts, stage: str = "tts_pretrain") -> None:
-    args = (parser or get_parser()).parse_args(argv)
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = get_parser().parse_args(argv)
     use_threads(args.threads)
     tts = stage_sections(args, ["tts"])["tts"]
-    train(args.cuts, args.exp_dir, tts, stage_seed(args), StageRun(stage, tts, stage_seed(args)))
+    pretrain_tts(args.cuts, args.exp_dir, tts, stage_seed(args), StageRun("tts_pretrain", tts, stage_seed(args)))
 
 
 if __name__ == "__main__":

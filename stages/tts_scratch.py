@@ -8,19 +8,29 @@ Writes the system directory of :mod:`speechtune.tts.training`; a rerun resumes f
 epoch. Reads ``tts.model``, ``tts.max_frames``, ``tts.valid_fraction`` and ``tts.scratch``.
 """
 import argparse
+from pathlib import Path
 from typing import Optional, Sequence
 
-from speechtune.cli import run_cli
+from speechtune.cli import (add_config_arguments, add_threads_argument, run_cli, stage_parser, stage_sections,
+                            stage_seed, use_threads)
+from speechtune.provenance import StageRun
 from speechtune.tts.systems import scratch_tts
-from stages import tts_pretrain
 
 
 def get_parser() -> argparse.ArgumentParser:
-    return tts_pretrain.get_parser(__name__, __doc__, "the target voice's cuts from the tts_data stage", "exp/tts/scratch")
+    parser = stage_parser(__name__, __doc__)
+    parser.add_argument("cuts", type=Path, help="the target voice's cuts from the tts_data stage")
+    parser.add_argument("exp_dir", type=Path, help="system directory to write, e.g. exp/tts/scratch")
+    add_threads_argument(parser)
+    add_config_arguments(parser)
+    return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    tts_pretrain.main(argv, get_parser(), scratch_tts, "tts_scratch")
+    args = get_parser().parse_args(argv)
+    use_threads(args.threads)
+    tts = stage_sections(args, ["tts"])["tts"]
+    scratch_tts(args.cuts, args.exp_dir, tts, stage_seed(args), StageRun("tts_scratch", tts, stage_seed(args)))
 
 
 if __name__ == "__main__":
