@@ -27,7 +27,7 @@ include: "rules/kaldi_ko.smk"
 include: "rules/icefall.smk"   # pretrained.source icefall: import in place of pretrain, lang
 include: "rules/tts.smk"       # TTS: exp/tts/report.html
 
-localrules: fbank, wer   # no work: never worth a cluster job
+localrules: fbank, wer, score   # no work, or a second of it: never worth a cluster job
 
 unknown = sorted(set(config["resources"]) - {"default"} - {r.name for r in workflow.rules})
 if unknown:

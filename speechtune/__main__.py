@@ -75,7 +75,7 @@ def get_parser() -> argparse.ArgumentParser:
     _add_system_arguments(export_parser)
 
     mos_parser = commands.add_parser(
-        "mos", help="MOS with 95% intervals and A/B preferences from the TTS listening page's saved ratings",
+        "mos", help="MOS with 95%% intervals and A/B preferences from the TTS listening page's saved ratings",
         description=listening.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     listening.add_mos_arguments(mos_parser)

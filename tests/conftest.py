@@ -56,12 +56,15 @@ def kaldi_dir(tmp_path: Path) -> Path:
     return write_kaldi_dir(tmp_path / "kaldi", texts)
 
 
-def snakemake(workdir: Path, target: str, *configfiles: str, env: Optional[Dict[str, str]] = None) -> str:
+def snakemake(workdir: Path, target: str, *configfiles: str, env: Optional[Dict[str, str]] = None,
+              dry_run: bool = False) -> str:
     """Run the pipeline on PRESETS (+ ``configfiles``) in ``workdir``; its output, or a failed
-    assertion with the end of it."""
+    assertion with the end of it. ``dry_run``: Snakemake's plan (each job's rule, wildcards and
+    reason), nothing run."""
     # --configfile takes several files: the target must come before it.
     result = subprocess.run(
-        SNAKEMAKE + [target, "-d", str(workdir), "--configfile", *PRESETS, *configfiles],
+        SNAKEMAKE + [target, "-d", str(workdir), *(["--dry-run"] if dry_run else []),
+                     "--configfile", *PRESETS, *configfiles],
         capture_output=True, text=True, env=env,
     )
     output = result.stdout + result.stderr

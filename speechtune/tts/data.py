@@ -18,6 +18,7 @@ lang dir's ``tokens.txt``), id 0 (the blank) padding, plus :data:`WORD_BOUNDARY`
 """
 import random
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
@@ -50,12 +51,15 @@ class PhoneInventory:
             raise StageError(f"the lang stage's phone tokens no longer start with '{BLANK} 0': TTS pads with id 0")
         return cls(tuple(sorted(token_ids, key=token_ids.get)) + (WORD_BOUNDARY,))
 
+    @cached_property
+    def ids(self) -> Dict[str, int]:
+        return {symbol: i for i, symbol in enumerate(self.symbols)}
+
     def encode(self, phones: Sequence[str]) -> List[int]:
-        index = {symbol: i for i, symbol in enumerate(self.symbols)}
-        unknown = sorted({phone for phone in phones if phone not in index})
+        unknown = sorted({phone for phone in phones if phone not in self.ids})
         if unknown:
             raise StageError(f"phones {unknown} are not in the model's inventory of {len(self.symbols)} symbols")
-        return [index[phone] for phone in phones]
+        return [self.ids[phone] for phone in phones]
 
 
 def first_pronunciations(words: Iterable[str]) -> Dict[str, List[str]]:
