@@ -80,8 +80,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     for measure, value in result.items():
         if isinstance(value, dict) and "skipped" in value:
             run.log.warning("%s skipped: %s", measure, value["skipped"])
-    run.log.info("%s: MCD %.2f dB, %s %%WER %.1f, attention diagonality %.3f", args.synth_dir, result["mcd_db"]["mean"],
-                 args.recognizer, result["asr_wer"]["wer"], result["attention"]["mean_diagonality"])
+    run.log.info("%s: MCD %.2f dB (DTW penalty %.3f), %s %%WER %.1f, attention diagonality %.3f", args.synth_dir,
+                 result["mcd_db"]["mean"], result["mcd_alignment_penalty"]["mean"], args.recognizer,
+                 result["asr_wer"]["wer"], result["attention"]["mean_diagonality"])
     with atomic_file(args.out_json) as tmp:
         tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
 

@@ -47,22 +47,31 @@ def with_noise(audio: np.ndarray, snr_db: float, seed: int = 1) -> np.ndarray:
 
 def test_mcd_is_zero_for_the_same_audio_and_its_level():
     audio = voiced()
-    assert mel_cepstral_distortion(audio, audio) == 0.0
-    assert mel_cepstral_distortion(audio, 0.5 * audio) < 1e-3  # c0, the level, is left out
+    assert mel_cepstral_distortion(audio, audio) == (0.0, 0.0)
+    assert mel_cepstral_distortion(audio, 0.5 * audio).db < 1e-3  # c0, the level, is left out
 
 
 def test_mcd_grows_as_the_noise_grows():
     audio = voiced()
-    mcd = [mel_cepstral_distortion(audio, with_noise(audio, snr)) for snr in (30, 20, 10)]
+    mcd = [mel_cepstral_distortion(audio, with_noise(audio, snr)).db for snr in (30, 20, 10)]
     # Measured: 0.57, 1.46, 2.72 dB.
     assert 0.2 < mcd[0] < mcd[1] < mcd[2] < 6.0, mcd
 
 
-def test_mcd_forgives_timing():
-    """DTW: the audio with 0.1 s of it said twice stays near 0, far below 30 dB SNR's noise."""
+def test_mcd_forgives_timing_and_its_penalty_tells():
+    """DTW: the audio with 0.1 s of it said twice stays near 0, far below 30 dB SNR's noise, and
+    so does one that babbles on for twice the sentence's length: its alignment penalty is what
+    tells (measured: 0.65, against 0.06 for the repeat and 0.11 for the noise, whose frames DTW
+    also warps a little)."""
     audio = voiced()
     slower = np.concatenate([audio[:8000], audio[6400:8000], audio[8000:]])
-    assert mel_cepstral_distortion(audio, slower) < 0.5 * mel_cepstral_distortion(audio, with_noise(audio, 30))
+    noisy = mel_cepstral_distortion(audio, with_noise(audio, 30))
+    stretched = mel_cepstral_distortion(audio, slower)
+    assert stretched.db < 0.5 * noisy.db
+    runaway = mel_cepstral_distortion(audio, np.concatenate([audio, audio[::-1], audio[4000:]]))
+    assert runaway.db < 2 * noisy.db
+    assert 0 < stretched.alignment_penalty and 4 * max(noisy.alignment_penalty, stretched.alignment_penalty) < (
+        runaway.alignment_penalty) < 1, (noisy, stretched, runaway)
 
 
 # --- WER and attention health ---

@@ -40,6 +40,8 @@ def test_the_report_holds_every_system_with_intervals(tts_tree: Path) -> None:
         mcd = result["mcd_db"]
         assert 0 < mcd["ci_low"] <= mcd["mean"] <= mcd["ci_high"], (system, mcd)
         assert set(mcd["per_utterance"]) >= test_ids
+        penalty = result["mcd_alignment_penalty"]
+        assert 0 <= penalty["ci_low"] <= penalty["mean"] <= penalty["ci_high"] < 1, (system, penalty)
         assert 0 <= result["asr_wer"]["wer"] <= 100 * 10
         for optional in ("whisper_wer", "speaker_similarity", "dnsmos"):
             value = result[optional]

@@ -42,15 +42,16 @@ def _interval(measure: Mapping[str, Any], value: str = "mean", digits: int = 2) 
 
 
 def measure_rows(evals: Mapping[str, Mapping[str, Any]]) -> List[List[str]]:
-    """One row per system: MCD, both WERs, similarity to target and to source, DNSMOS OVRL,
-    attention diagonality and stop-token errors."""
+    """One row per system: MCD and its DTW alignment penalty, both WERs, similarity to target and
+    to source, DNSMOS OVRL, attention diagonality and stop-token errors."""
     rows = []
     for system, result in evals.items():
         similarity = result["speaker_similarity"]
         dnsmos = result["dnsmos"]
         attention = result["attention"]
         rows.append([
-            system, _interval(result["mcd_db"]), _interval(result["asr_wer"], "wer", 1),
+            system, _interval(result["mcd_db"]), _interval(result["mcd_alignment_penalty"], digits=3),
+            _interval(result["asr_wer"], "wer", 1),
             _interval(result["whisper_wer"], "wer", 1),
             _interval(similarity["target"], digits=3) if "target" in similarity else "skipped",
             _interval(similarity["source"], digits=3) if "source" in similarity else "skipped",
@@ -60,7 +61,7 @@ def measure_rows(evals: Mapping[str, Mapping[str, Any]]) -> List[List[str]]:
     return rows
 
 
-HEADER = ["system", "MCD dB", "ASR %WER (ours)", "Whisper %WER", "similarity to target", "similarity to source",
+HEADER = ["system", "MCD dB", "MCD's DTW penalty", "ASR %WER (ours)", "Whisper %WER", "similarity to target", "similarity to source",
           "DNSMOS OVRL (predicted)", "attention diagonality", "stop-token errors"]
 
 

@@ -2,7 +2,7 @@
 evaluation stage composes (a reference is the target voice's real recording of the same
 sentence; audio is 16 kHz float32 in [-1, 1], as :func:`speechtune.tts.features.log_mel` reads)::
 
-    mel_cepstral_distortion(reference, synthesized)           # 6.1: dB, DTW-aligned
+    mel_cepstral_distortion(reference, synthesized)           # (6.1, 0.04): dB, DTW-aligned; alignment penalty
     speaker_similarity(synthesized_list, {"target": target_recordings, "source": src_recordings})
                                                               # per utterance: {"target": array([0.82, ...]), ...}
     dnsmos({"utt1": samples})                                 # {"utt1": {"sig": 3.4, "bak": 3.9, "ovrl": 3.0}}
@@ -13,7 +13,10 @@ sentence; audio is 16 kHz float32 in [-1, 1], as :func:`speechtune.tts.features.
 - Mel-cepstral distortion: ``mel-cepstral-distance`` (Kubichek's MCD, 1993) on our own log mel
   frames (:func:`~speechtune.tts.features.log_mel`, the frames the model predicts), its cepstra
   c1..c13 aligned by DTW (fastdtw, radius 10 frames) and averaged over the aligned frames, then
-  scaled to the usual dB (see :func:`mel_cepstral_distortion`). Lower is closer.
+  scaled to the usual dB (see :func:`mel_cepstral_distortion`). Lower is closer. DTW forgives
+  timing, also a synthesis that never stopped (its babble aligns to the recording's last
+  frames): the package's alignment penalty, ``2 - (N_ref + N_syn) / N_aligned`` (0 for equal
+  lengths and no warping, towards 1 for very different ones), says how much warping it took.
 - Speaker similarity: the cosine between resemblyzer's d-vectors (GE2E, its weights ship in the
   wheel) of each synthesized utterance and the centroid of a voice's recordings, averaged over
   the utterances: near the target's own recordings' value means the voice was caught; high
@@ -35,7 +38,7 @@ requirements-tts-eval.txt); without them their functions raise StageError saying
 import functools
 import importlib.util
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Sequence, Tuple
 
 import numpy as np
 
@@ -68,10 +71,17 @@ def _at_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     return resample_poly(samples, SAMPLE_RATE, sample_rate).astype(np.float32)
 
 
-def mel_cepstral_distortion(reference: np.ndarray, synthesized: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
+class MelCepstralDistortion(NamedTuple):
+    db: float
+    alignment_penalty: float
+
+
+def mel_cepstral_distortion(reference: np.ndarray, synthesized: np.ndarray,
+                            sample_rate: int = SAMPLE_RATE) -> MelCepstralDistortion:
     """Mel-cepstral distortion in dB between a real recording and a synthesis of the same
     sentence, their frames aligned by DTW (so a slower or faster synthesis is not penalized for
-    its timing, only for its spectra); 0 for identical audio, and blind to overall level.
+    its timing, only for its spectra); 0 for identical audio, and blind to overall level. With
+    it, the alignment penalty of that DTW (see the module docstring): how far the timing was.
 
     The cepstra are mel-cepstral-distance's (Kubichek): ``C_i = sum_n X_n cos(i (n - 1/2) pi / M)``
     of the M = 80 log10 mel powers X. For the cepstrum of the natural-log amplitude,
@@ -85,9 +95,9 @@ def mel_cepstral_distortion(reference: np.ndarray, synthesized: np.ndarray, samp
         if len(mel) == 0:
             raise ValueError(f"the {name} audio is shorter than one frame ({MEL.win_length} samples)")
         mels.append(mel.astype(np.float64) / np.log(10.0))  # natural log -> log10 (Bel), as the package's X
-    distance, _ = mcd.compare_mel_spectrograms(*mels, s=MCD_FIRST, D=MCD_COUNT, aligning="dtw",
-                                               align_target="mfcc", dtw_radius=DTW_RADIUS)
-    return float(distance) * 5.0 * np.sqrt(2.0) / MEL.num_mels
+    distance, penalty = mcd.compare_mel_spectrograms(*mels, s=MCD_FIRST, D=MCD_COUNT, aligning="dtw",
+                                                     align_target="mfcc", dtw_radius=DTW_RADIUS)
+    return MelCepstralDistortion(float(distance) * 5.0 * np.sqrt(2.0) / MEL.num_mels, float(penalty))
 
 
 @functools.lru_cache(maxsize=None)
@@ -224,7 +234,8 @@ def evaluate_synthesis(
     voice's recordings of the same sentences (``references``), each per utterance and as a mean
     with its bootstrap interval over utterances:
 
-    - ``mcd_db``: mel-cepstral distortion to the recording;
+    - ``mcd_db``: mel-cepstral distortion to the recording, and ``mcd_alignment_penalty``, how
+      much DTW warped the synthesis to get it;
     - ``asr_wer``: %WER of ``asr_hyps`` (our recognizer's words for the syntheses);
     - ``whisper_wer``: %WER of Whisper tiny.en's;
     - ``speaker_similarity``: ``target`` (cosine to the recordings' centroid) and ``source``
@@ -237,8 +248,10 @@ def evaluate_synthesis(
     refs = {utt: normalize_text(texts[utt]).split() for utt in utts}
     skipped = missing_measures()
     result: Dict[str, Any] = {"utterances": len(utts)}
-    mcd = {utt: round(mel_cepstral_distortion(references[utt], audio[utt]), 4) for utt in utts}
-    result["mcd_db"] = {**bootstrap_mean(list(mcd.values())), "per_utterance": mcd}
+    distortions = {utt: mel_cepstral_distortion(references[utt], audio[utt]) for utt in utts}
+    for key, field in (("mcd_db", "db"), ("mcd_alignment_penalty", "alignment_penalty")):
+        per_utterance = {utt: round(getattr(distortion, field), 4) for utt, distortion in distortions.items()}
+        result[key] = {**bootstrap_mean(list(per_utterance.values())), "per_utterance": per_utterance}
     wer, (low, high) = wer_of(refs, {utt: list(asr_hyps[utt]) for utt in utts})
     result["asr_wer"] = {"wer": wer, "ci_low": low, "ci_high": high}
     if "whisper_wer" in skipped:
