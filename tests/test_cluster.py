@@ -101,15 +101,13 @@ def test_a_second_run_from_nothing_gives_identical_results(submitted, built):
     import torch
 
     again, _, config = submitted
-    systems = system_names(config)
-    for system in systems:
+    for system in system_names(config):
         testsets = sorted(p.name for p in (again / "exp" / system / "decode").iterdir())
         assert testsets == sorted(p.name for p in (built / "exp" / system / "decode").iterdir()), system
         for testset in testsets:
             for name in ("hyp.txt", "wer.txt", "per_utt.txt", "per_spk.txt"):
                 path = Path("exp", system, "decode", testset, "hlg", name)
                 assert (again / path).read_text() == (built / path).read_text(), path
-    for system in systems:
         a = torch.load(built / "exp" / system / "model.pt")["model"]
         b = torch.load(again / "exp" / system / "model.pt")["model"]
         assert all(torch.equal(a[k], b[k]) for k in a), system

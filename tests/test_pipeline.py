@@ -140,7 +140,8 @@ def test_changing_a_finetune_key_reruns_finetune_and_what_follows_only(built, tm
     assert all(wildcards["system"] in finetuned for rule, wildcards in jobs if rule in ("decode", "score"))
     for system in finetuned:
         decoded = [testset.name for testset in (built / "exp" / system / "decode").iterdir()]
-        planned = [wildcards["testset"] for rule, wildcards in jobs if rule == "decode" and wildcards["system"] == system]
+        planned = [wildcards["testset"] for rule, wildcards in jobs
+                   if rule == "decode" and wildcards["system"] == system]
         assert sorted(planned) == sorted(decoded), system
 
 

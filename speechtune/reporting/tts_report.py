@@ -61,8 +61,8 @@ def measure_rows(evals: Mapping[str, Mapping[str, Any]]) -> List[List[str]]:
     return rows
 
 
-HEADER = ["system", "MCD dB", "MCD's DTW penalty", "ASR %WER (ours)", "Whisper %WER", "similarity to target", "similarity to source",
-          "DNSMOS OVRL (predicted)", "attention diagonality", "stop-token errors"]
+HEADER = ["system", "MCD dB", "MCD's DTW penalty", "ASR %WER (ours)", "Whisper %WER", "similarity to target",
+          "similarity to source", "DNSMOS OVRL (predicted)", "attention diagonality", "stop-token errors"]
 
 
 def paired_mcd(evals: Mapping[str, Mapping[str, Any]], a: str, b: str) -> Dict[str, Any]:
