@@ -2,7 +2,6 @@
 score stage's library, with intervals, learning curves from real TensorBoard event files and
 audio from real lhotse cuts."""
 import base64
-import html
 import io
 import json
 import logging

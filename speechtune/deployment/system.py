@@ -61,7 +61,7 @@ def find_system(config: Mapping[str, Any], system: str, exp_dir: Union[str, Path
     model_path = Path(system_dir(system, exp_dir)) / "model.pt"
     if not model_path.is_file():
         raise StageError(f"{model_path} is missing: system {system} is not trained yet; train it with "
-                         + build.format(f"{system_dir(system)}/model.pt") + f", or pass --exp-dir")
+                         + build.format(f"{system_dir(system)}/model.pt") + ", or pass --exp-dir")
     lang = _under(data_dir, lang_dir(config, domain), "data")
     for needed in (lang / "words.txt", lang / "tokens.txt", hlg_path(lang, domain)):
         if not needed.is_file():
