@@ -188,9 +188,8 @@ rule tts_evaluate:
     wildcard_constraints:
         tts_system=one_of(ex.TTS_SYSTEMS),
     params:
-        cfg=json.dumps(config, sort_keys=True),
+        cfg=json.dumps({name: config[name] for name in ("prepare", "features", "decode")}, sort_keys=True),
         seed=SEED,
-        recognizer=ex.PLAIN,
     threads: rule_threads("tts_evaluate")
     resources:
         **rule_resources("tts_evaluate"),
@@ -199,8 +198,8 @@ rule tts_evaluate:
     benchmark:
         "logs/tts/evaluate_{tts_system}.benchmark.tsv"
     shell:
-        "{PYTHON} -m stages.tts_evaluate {input.synth} {input.references} {input.source} {output} "
-        "--recognizer {params.recognizer} --threads {threads} --config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
+        "{PYTHON} -m stages.tts_evaluate {input.synth} {input.references} {input.source} {input.recognizer} "
+        "{input.lang} {output} --threads {threads} --config-json {params.cfg:q} --seed {params.seed} > {log} 2>&1"
 
 
 rule tts_report:

@@ -2,15 +2,19 @@
 (:func:`speechtune.tts.evaluation.evaluate_synthesis`)::
 
     python -m stages.tts_evaluate exp/tts/finetuned/synth data/tts/fbank/voice_test_cuts.jsonl.gz \\
-        data/tts/fbank/source_train_cuts.jsonl.gz exp/tts/finetuned/eval.json --config config/config.yaml
+        data/tts/fbank/source_train_cuts.jsonl.gz exp/finetuned/model.pt data/lang_phone_target \\
+        exp/tts/finetuned/eval.json --config config/config.yaml
 
 writes ``eval.json``: mel-cepstral distortion to the voice's own recordings; intelligibility as
-%WER by our ASR system ``--recognizer`` (default finetuned: the synth dir recognized as the decode
-stage recognizes a test set, :mod:`speechtune.deployment.recognize`) and by Whisper tiny.en;
+%WER by our ASR system (its ``model.pt`` with the target domain's lang dir and LM: the synth dir
+recognized as the decode stage recognizes a test set, :mod:`speechtune.deployment.recognize`)
+and by Whisper tiny.en;
 speaker similarity to the target voice and to the nearest source voice (resemblyzer);
 DNSMOS P.835's predicted quality; and the attention health the synthesize stage measured. Means
 come with 95% bootstrap intervals over utterances. Measures whose optional package is missing
-(``make setup TTS_EVAL=1``) are recorded as skipped, with the reason, and logged.
+(``make setup TTS_EVAL=1``) are recorded as skipped, with the reason, and logged. Reads the
+config's ``prepare``, ``features`` and ``decode`` sections (the recognizer's audio, features and
+search).
 """
 import argparse
 import json
@@ -21,16 +25,19 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import soundfile as sf
 
-from speechtune.cli import add_config_arguments, add_threads_argument, run_cli, stage_config, stage_parser, stage_seed
+from speechtune.cli import add_config_arguments, add_threads_argument, run_cli, stage_parser, stage_sections, stage_seed
 from speechtune.data.tables import read_table
 from speechtune.deployment.recognize import recognize
-from speechtune.deployment.system import find_system
+from speechtune.deployment.system import deployed_system
 from speechtune.errors import StageError
+from speechtune.lang.lang_dir import hlg_path
 from speechtune.provenance import StageRun, atomic_file
 from speechtune.tts.data import load_tts_cuts
 from speechtune.tts.evaluation import evaluate_synthesis
 
 SOURCE_RECORDINGS_PER_VOICE = 3  # the centroid of a source voice: its first recordings
+SECTIONS = ["prepare", "features", "decode"]  # what the recognizer needs
+DOMAIN = "target"  # the syntheses are the target domain's sentences: its words and LM
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -38,8 +45,10 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("synth_dir", type=Path, help="the tts_synthesize stage's output, e.g. exp/tts/finetuned/synth")
     parser.add_argument("references", type=Path, help="the voice's test cuts (its recordings of the same sentences)")
     parser.add_argument("source_cuts", type=Path, help="the pretraining voices' cuts (speaker similarity's other side)")
+    parser.add_argument("recognizer", type=Path, help="our ASR system's model.pt that transcribes the syntheses, "
+                        "e.g. exp/finetuned/model.pt")
+    parser.add_argument("lang", type=Path, help="the target domain's lang dir (its LM's HLG), e.g. data/lang_phone_target")
     parser.add_argument("out_json", type=Path, help="e.g. exp/tts/finetuned/eval.json")
-    parser.add_argument("--recognizer", default="finetuned", help="our ASR system that transcribes the syntheses")
     add_threads_argument(parser)
     add_config_arguments(parser)
     return parser
@@ -47,8 +56,14 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
-    config = stage_config(args, "")
-    run = StageRun("tts_evaluate", config["tts"], stage_seed(args))
+    config = stage_sections(args, SECTIONS)
+    run = StageRun("tts_evaluate", config, stage_seed(args))
+    recognizer_name = args.recognizer.parent.name
+    for needed, built in ((args.recognizer, args.recognizer), (hlg_path(args.lang, DOMAIN), args.lang)):
+        if not needed.is_file():
+            raise StageError(f"{needed} is missing: the syntheses are recognized by a trained ASR system with the "
+                             f"target's lang dir; build it with `.venv/bin/snakemake --cores 8 {built}`")
+    recognizer = deployed_system(recognizer_name, DOMAIN, args.recognizer, args.lang, config)
     texts = read_table(args.synth_dir / "text", missing="run the tts_synthesize stage first")
     audio = {utt: sf.read(str(args.synth_dir / "wav" / f"{utt}.wav"), dtype="float32")[0] for utt in texts}
     references = load_tts_cuts(args.references)
@@ -68,20 +83,20 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     hyps = {utt: [] for utt in texts}
     if heard:
         hyps.update(recognize([args.synth_dir / "wav" / f"{utt}.wav" for utt in heard],
-                              find_system(config, args.recognizer)))
+                              recognizer))
     if len(heard) < len(texts):
         run.log.warning("%d of %d syntheses are under %.2f s: recognized as no words", len(texts) - len(heard),
                         len(texts), config["prepare"]["min_duration"])
     result = evaluate_synthesis(audio, texts, {utt: references[utt].load_audio()[0] for utt in texts},
                                 source_voices, hyps, threads=args.threads)
     synthesis = json.loads((args.synth_dir / "synthesis.json").read_text())
-    result = {"system": args.synth_dir.parent.name, "recognizer": args.recognizer, **result,
+    result = {"system": args.synth_dir.parent.name, "recognizer": recognizer_name, **result,
               "attention": synthesis["attention"]}
     for measure, value in result.items():
         if isinstance(value, dict) and "skipped" in value:
             run.log.warning("%s skipped: %s", measure, value["skipped"])
     run.log.info("%s: MCD %.2f dB (DTW penalty %.3f), %s %%WER %.1f, attention diagonality %.3f", args.synth_dir,
-                 result["mcd_db"]["mean"], result["mcd_alignment_penalty"]["mean"], args.recognizer,
+                 result["mcd_db"]["mean"], result["mcd_alignment_penalty"]["mean"], recognizer_name,
                  result["asr_wer"]["wer"], result["attention"]["mean_diagonality"])
     with atomic_file(args.out_json) as tmp:
         tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")

@@ -2,8 +2,8 @@
 (speechtune/tts/listening.py): MCD is 0 for the same audio and grows with added noise; the
 listening page holds every sample, its ratings and its key, and saves exactly the files that
 mos_summary reads; MOS and preference intervals match hand computations; bad rating files name
-themselves. The speaker encoder, DNSMOS and Whisper run only where requirements-tts-eval.txt is
-installed (make setup TTS_EVAL=1)."""
+themselves; the evaluate stage names a missing recognizer. The speaker encoder, DNSMOS and
+Whisper run only where requirements-tts-eval.txt is installed (make setup TTS_EVAL=1)."""
 import json
 import re
 import shutil
@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from speechtune.errors import StageError
+from stages.tts_evaluate import main as evaluate_stage
 from speechtune.tts.evaluation import attention_health, mel_cepstral_distortion, stop_token_errors, wer_of
 from speechtune.__main__ import main as speechtune_command
 from speechtune.tts.listening import FORMAT, Sentence, mos_summary, rating_file, write_listening_page
@@ -321,3 +322,20 @@ def test_whisper_understands_clear_speech():
     audio = {f"u{i}": speech("flite", "awb", text) for i, text in enumerate(TEXTS)}
     wer, (low, high) = whisper_wer(audio, {f"u{i}": text for i, text in enumerate(TEXTS)})
     assert wer < 35.0 and low <= wer <= high
+
+
+def test_evaluate_stage_names_a_missing_recognizer_and_what_builds_it(tmp_path: Path) -> None:
+    lang = tmp_path / "lang_phone_target"
+    (lang / "lm_target").mkdir(parents=True)
+    (lang / "lm_target" / "HLG.pt").write_bytes(b"")
+    args = [str(tmp_path / "synth"), str(tmp_path / "test.jsonl.gz"), str(tmp_path / "source.jsonl.gz"),
+            str(tmp_path / "exp" / "finetuned" / "model.pt"), str(lang), str(tmp_path / "eval.json"),
+            "--config", str(REPO_ROOT / "config" / "config.yaml")]
+    with pytest.raises(StageError, match=r"finetuned/model.pt is missing: .*snakemake --cores 8 .*finetuned/model.pt"):
+        evaluate_stage(args)
+    (tmp_path / "exp" / "finetuned").mkdir(parents=True)
+    (tmp_path / "exp" / "finetuned" / "model.pt").write_bytes(b"")
+    (lang / "lm_target" / "HLG.pt").unlink()
+    with pytest.raises(StageError, match=r"lm_target/HLG.pt is missing: .*snakemake --cores 8 .*lang_phone_target`"):
+        evaluate_stage(args)
+    assert not (tmp_path / "eval.json").exists()

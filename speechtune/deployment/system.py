@@ -14,7 +14,7 @@ Every path comes from :mod:`speechtune.experiment` (the Snakefile's definitions)
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 from lhotse.features.base import FeatureExtractor
 
@@ -68,12 +68,23 @@ def find_system(config: Mapping[str, Any], system: str, exp_dir: Union[str, Path
             raise StageError(f"{needed} is missing: build the lang dir with "
                              + build.format(lang_dir(config, domain)) + ", or pass --data-dir")
     model_dir = FRONT_END_MODELS[front_end(system)]
-    sample_rate = int(config["prepare"]["sample_rate"])
-    extractor = stage_extractor(config["features"], sample_rate,
-                                _under(exp_dir, model_dir, "exp") if model_dir else None)
-    _check_features(extractor, _under(data_dir, training_cuts(config, system), "data"), system)
-    return DeployedSystem(system, domain, model_path, lang, sample_rate, float(config["prepare"]["max_abs_sample"]),
-                          extractor, dict(config["decode"]))
+    deployed = deployed_system(system, domain, model_path, lang, config,
+                               _under(exp_dir, model_dir, "exp") if model_dir else None)
+    _check_features(deployed.extractor, _under(data_dir, training_cuts(config, system), "data"), system)
+    return deployed
+
+
+def deployed_system(name: str, domain: str, model_path: Path, lang: Path, sections: Mapping[str, Any],
+                    front_end_dir: Optional[Path] = None) -> DeployedSystem:
+    """The model ``model_path`` recognizing ``domain``'s audio with the lang dir ``lang``, as the
+    config's ``prepare``, ``features`` and ``decode`` sections (of ``sections``) say; a stage
+    whose rule names the model and lang dir needs only those sections, not the systems'
+    definitions :func:`find_system` looks them up in. ``front_end_dir``: a Kaldi front end's model
+    directory (None: lhotse's fbank)."""
+    sample_rate = int(sections["prepare"]["sample_rate"])
+    return DeployedSystem(name, domain, Path(model_path), Path(lang), sample_rate,
+                          float(sections["prepare"]["max_abs_sample"]),
+                          stage_extractor(sections["features"], sample_rate, front_end_dir), dict(sections["decode"]))
 
 
 def _check_features(extractor: FeatureExtractor, train_cuts: Path, system: str) -> None:
