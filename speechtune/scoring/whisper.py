@@ -48,16 +48,12 @@ def whisper_model_dir() -> Path:
 
 
 def whisper_recognizer(threads: int = 2) -> Callable[[np.ndarray], str]:
-    """Whisper tiny.en on the CPU (int8, beam 5, no VAD, temperature 0): 16 kHz samples in, its
-    text out. faster-whisper's default falls back to sampling at higher temperatures where a
-    transcript looks degenerate (common on poor syntheses): 4 of 36 TTS test sentences came out
-    differently from one run to the next, and the pass took 4x longer. Without the fallback the
-    same audio gives the same words."""
+    """Whisper tiny.en on the CPU (int8, beam 5, no VAD): 16 kHz samples in, its text out."""
     model = import_optional("faster_whisper", WHISPER_MISSING).WhisperModel(
         str(whisper_model_dir()), device="cpu", compute_type="int8", cpu_threads=threads)
 
     def recognize(audio: np.ndarray) -> str:
-        segments, _ = model.transcribe(audio, language="en", beam_size=5, vad_filter=False, temperature=0.0)
+        segments, _ = model.transcribe(audio, language="en", beam_size=5, vad_filter=False)
         return " ".join(segment.text for segment in segments)
     return recognize
 
