@@ -28,9 +28,8 @@ import soundfile as sf
 from speechtune.cli import add_config_arguments, add_threads_argument, run_cli, stage_parser, stage_sections, stage_seed
 from speechtune.data.tables import read_table
 from speechtune.deployment.recognize import recognize
-from speechtune.deployment.system import deployed_system
+from speechtune.deployment.system import deployed_system, lang_files
 from speechtune.errors import StageError
-from speechtune.lang.lang_dir import hlg_path
 from speechtune.provenance import StageRun, atomic_file
 from speechtune.tts.data import load_tts_cuts
 from speechtune.tts.evaluation import evaluate_synthesis
@@ -47,7 +46,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("source_cuts", type=Path, help="the pretraining voices' cuts (speaker similarity's other side)")
     parser.add_argument("recognizer", type=Path, help="our ASR system's model.pt that transcribes the syntheses, "
                         "e.g. exp/finetuned/model.pt")
-    parser.add_argument("lang", type=Path, help="the target domain's lang dir (its LM's HLG), e.g. data/lang_phone_target")
+    parser.add_argument("lang", type=Path,
+                        help="the target domain's lang dir (its LM's HLG), e.g. data/lang_phone_target")
     parser.add_argument("out_json", type=Path, help="e.g. exp/tts/finetuned/eval.json")
     add_threads_argument(parser)
     add_config_arguments(parser)
@@ -59,7 +59,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     config = stage_sections(args, SECTIONS)
     run = StageRun("tts_evaluate", config, stage_seed(args))
     recognizer_name = args.recognizer.parent.name
-    for needed, built in ((args.recognizer, args.recognizer), (hlg_path(args.lang, DOMAIN), args.lang)):
+    built_by = {args.recognizer: args.recognizer, **{path: args.lang for path in lang_files(args.lang, DOMAIN)}}
+    for needed, built in built_by.items():
         if not needed.is_file():
             raise StageError(f"{needed} is missing: the syntheses are recognized by a trained ASR system with the "
                              f"target's lang dir; build it with `.venv/bin/snakemake --cores 8 {built}`")

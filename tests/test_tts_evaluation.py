@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from speechtune.errors import StageError
-from stages.tts_evaluate import main as evaluate_stage
 from speechtune.tts.evaluation import attention_health, mel_cepstral_distortion, stop_token_errors, wer_of
 from speechtune.__main__ import main as speechtune_command
 from speechtune.tts.listening import FORMAT, Sentence, mos_summary, rating_file, write_listening_page
 from speechtune.tts.model import Synthesis
+from stages.tts_evaluate import main as evaluate_stage
 from tests.conftest import REPO_ROOT
 
 SAMPLE_RATE = 16000
@@ -327,7 +327,8 @@ def test_whisper_understands_clear_speech():
 def test_evaluate_stage_names_a_missing_recognizer_and_what_builds_it(tmp_path: Path) -> None:
     lang = tmp_path / "lang_phone_target"
     (lang / "lm_target").mkdir(parents=True)
-    (lang / "lm_target" / "HLG.pt").write_bytes(b"")
+    for name in ("words.txt", "tokens.txt", "lm_target/HLG.pt"):
+        (lang / name).write_bytes(b"")
     args = [str(tmp_path / "synth"), str(tmp_path / "test.jsonl.gz"), str(tmp_path / "source.jsonl.gz"),
             str(tmp_path / "exp" / "finetuned" / "model.pt"), str(lang), str(tmp_path / "eval.json"),
             "--config", str(REPO_ROOT / "config" / "config.yaml")]
@@ -337,5 +338,10 @@ def test_evaluate_stage_names_a_missing_recognizer_and_what_builds_it(tmp_path: 
     (tmp_path / "exp" / "finetuned" / "model.pt").write_bytes(b"")
     (lang / "lm_target" / "HLG.pt").unlink()
     with pytest.raises(StageError, match=r"lm_target/HLG.pt is missing: .*snakemake --cores 8 .*lang_phone_target`"):
+        evaluate_stage(args)
+    (lang / "lm_target" / "HLG.pt").write_bytes(b"")
+    (lang / "words.txt").unlink()
+    with pytest.raises(StageError,
+                       match=r"lang_phone_target/words.txt is missing: .*snakemake --cores 8 .*lang_phone_target`"):
         evaluate_stage(args)
     assert not (tmp_path / "eval.json").exists()

@@ -14,7 +14,7 @@ Every path comes from :mod:`speechtune.experiment` (the Snakefile's definitions)
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from lhotse.features.base import FeatureExtractor
 
@@ -63,7 +63,7 @@ def find_system(config: Mapping[str, Any], system: str, exp_dir: Union[str, Path
         raise StageError(f"{model_path} is missing: system {system} is not trained yet; train it with "
                          + build.format(f"{system_dir(system)}/model.pt") + ", or pass --exp-dir")
     lang = _under(data_dir, lang_dir(config, domain), "data")
-    for needed in (lang / "words.txt", lang / "tokens.txt", hlg_path(lang, domain)):
+    for needed in lang_files(lang, domain):
         if not needed.is_file():
             raise StageError(f"{needed} is missing: build the lang dir with "
                              + build.format(lang_dir(config, domain)) + ", or pass --data-dir")
@@ -72,6 +72,11 @@ def find_system(config: Mapping[str, Any], system: str, exp_dir: Union[str, Path
                                _under(exp_dir, model_dir, "exp") if model_dir else None)
     _check_features(deployed.extractor, _under(data_dir, training_cuts(config, system), "data"), system)
     return deployed
+
+
+def lang_files(lang: Path, domain: str) -> Tuple[Path, ...]:
+    """What recognizing with the lang dir ``lang`` reads: its words, its tokens and ``domain``'s HLG."""
+    return lang / "words.txt", lang / "tokens.txt", hlg_path(lang, domain)
 
 
 def deployed_system(name: str, domain: str, model_path: Path, lang: Path, sections: Mapping[str, Any],
