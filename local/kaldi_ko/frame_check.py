@@ -1,0 +1,130 @@
+"""Are our network's per-frame log-likelihoods Kaldi's? Vosk (Kaldi's online pipeline: MFCC,
+online i-vectors with silence weighting, the looped network) decodes graphs that force our best
+path's transition-ids; the costs it reports are sums of Kaldi's log-likelihoods::
+
+    check = frame_check(model_dir, graph_dir, wav)   # {"per_frame": [...], "max_abs_diff": ...}
+
+The probes (each a linear HCLG of the utterance's length, decoded by Vosk, no dither):
+
+- ``chain``: every frame forced to our alignment ``a``, the model's own silence phones. Vosk's
+  best-path confidence is ``sum_t ll(t, a_t)``; as the path is the only one, Vosk's silence
+  weighting sees the same traceback ours does, so this checks MFCC, i-vectors with silence
+  weighting, and network end to end.
+- ``free k`` for every frame ``k``: frame ``k`` may take any pdf (one transition-id per pdf),
+  the others stay forced; its confidence minus the chain's is ``max_p ll(k, p) - ll(k, a_k)``:
+  Kaldi's log-likelihoods of frame ``k``, per frame. Silence weighting would now follow Vosk's
+  choice at frame ``k``, so these probes and our side declare as silence a phone no
+  transition-id has: every decoded frame weighs 1 on both sides.
+
+Vosk is imported before ``kaldi-decoder`` (the other order deadlocks).
+"""
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+import soundfile as sf
+
+from speechtune.errors import StageError
+
+TOLERANCE = 1e-3  # per frame; Vosk prints confidences with 6 significant digits
+
+
+def _probe_model(model_dir: Path, into: Path, graph_text: str, silence_phones: str) -> Path:
+    """A Vosk model directory in ``into``: ``model_dir``'s network and i-vector extractor,
+    no dither, ``silence_phones`` for silence weighting, and the graph ``graph_text``."""
+    import kaldifst
+
+    for name in ("am", "ivector"):
+        os.symlink((model_dir / name).resolve(), into / name)
+    (into / "conf").mkdir()
+    mfcc = (model_dir / "conf" / "mfcc.conf").read_text().rstrip("\n")
+    (into / "conf" / "mfcc.conf").write_text(mfcc + "\n--dither=0\n")
+    conf = [line for line in (model_dir / "conf" / "model.conf").read_text().splitlines()
+            if not line.startswith("--endpoint.silence-phones")]
+    (into / "conf" / "model.conf").write_text("\n".join(conf + [f"--endpoint.silence-phones={silence_phones}"]) + "\n")
+    (into / "graph").mkdir()
+    kaldifst.compile(graph_text).write(str(into / "graph" / "HCLG.fst"))
+    (into / "graph" / "words.txt").write_text("<eps> 0\n<utt> 1\n")
+    return into
+
+
+def _graph_text(alignment: Sequence[int], free_frame: int = -1, free_tids: Sequence[int] = ()) -> str:
+    """A linear graph over ``alignment`` (one word at the start), frame ``free_frame`` open to
+    every transition-id of ``free_tids``."""
+    lines = ["0 1 0 1"]
+    for frame, tid in enumerate(alignment):
+        for choice in (free_tids if frame == free_frame else [tid]):
+            lines.append(f"{frame + 1} {frame + 2} {choice} 0")
+    lines.append(str(len(alignment) + 1))
+    return "\n".join(lines) + "\n"
+
+
+def _vosk_confidence(vosk: object, model_dir: Path, pcm: bytes, rate: int) -> float:
+    recognizer = vosk.KaldiRecognizer(vosk.Model(str(model_dir)), rate)  # type: ignore[attr-defined]
+    recognizer.SetMaxAlternatives(1)
+    recognizer.AcceptWaveform(pcm)
+    alternatives = json.loads(recognizer.FinalResult())["alternatives"]
+    if not alternatives or alternatives[0]["text"] != "<utt>":
+        raise StageError(f"Vosk found no path through the probe graph {model_dir}: the utterance's "
+                         f"frame count differs from ours")
+    return float(alternatives[0]["confidence"])
+
+
+def frame_check(model_dir: Path, graph_dir: Path, wav: Path) -> Dict[str, object]:
+    """The probes of the module docstring on one utterance (16-bit PCM ``wav``); JSON-ready."""
+    try:
+        import vosk
+    except ImportError:
+        raise StageError("the vosk package is not installed: run `make setup KALDI_KO=1`") from None
+    vosk.SetLogLevel(-1)
+    import kaldifst
+
+    from local.kaldi_ko.online import load_vosk_model, recognize
+
+    started = time.time()
+    samples, rate = sf.read(str(wav), dtype="int16")
+    pcm, floats = samples.tobytes(), samples.astype(np.float32) / 32768
+    model = load_vosk_model(model_dir, graph_dir)
+    silence_phones = ":".join(str(p) for p in model.silence_phones)
+    tid_to_pdf = model.transition_model.transition_id_to_pdf()
+    tid_to_phone = model.transition_model.transition_id_to_phone()
+    # a phone no transition-id has (a disambiguation symbol): silence weighting with no silence
+    phones = [int(line.split()[1]) for line in (model_dir / "graph" / "phones.txt").read_text().splitlines() if line]
+    unused_phone = max(set(phones) - set(tid_to_phone.tolist()))
+    one_tid_per_pdf = [int(np.flatnonzero(tid_to_pdf == pdf)[0]) for pdf in range(int(tid_to_pdf.max()) + 1)]
+
+    alignment = recognize(model, floats, "online", None).alignment
+    # ours over the same linear graph, so that our silence weighting reads Vosk's traceback
+    model.hclg = kaldifst.compile(_graph_text(alignment))
+    chain_loglikes = recognize(model, floats, "online", None).loglikes
+    ours_chain = float(sum(chain_loglikes[t, tid - 1] for t, tid in enumerate(alignment)))
+    model.silence_phones = (unused_phone,)
+    neutral = recognize(model, floats, "online", None).loglikes
+    ours_forced = np.array([neutral[t, tid - 1] for t, tid in enumerate(alignment)])
+    ours_gap = neutral.max(axis=1) - ours_forced
+
+    with tempfile.TemporaryDirectory(prefix="vosk-probe-") as tmp:
+        def probe(name: str, text: str, silence: str) -> float:
+            directory = Path(tmp) / name
+            directory.mkdir()
+            return _vosk_confidence(vosk, _probe_model(model_dir, directory, text, silence), pcm, rate)
+
+        kaldi_chain = probe("chain", _graph_text(alignment), silence_phones)
+        kaldi_forced = probe("forced", _graph_text(alignment), str(unused_phone))
+        per_frame: List[Dict[str, float]] = []
+        for k in range(len(alignment)):
+            kaldi = probe(f"free{k}", _graph_text(alignment, k, one_tid_per_pdf), str(unused_phone)) - kaldi_forced
+            per_frame.append({"frame": k, "kaldi": round(kaldi, 6), "ours": round(float(ours_gap[k]), 6),
+                              "diff": round(float(ours_gap[k]) - kaldi, 6)})
+    max_abs = max(abs(f["diff"]) for f in per_frame)
+    return {
+        "utterance": wav.stem, "frames": len(alignment), "tolerance_per_frame": TOLERANCE,
+        "chain": {"kaldi": kaldi_chain, "ours": round(ours_chain, 6), "diff": round(ours_chain - kaldi_chain, 6)},
+        "forced_no_silence_weighting": {"kaldi": kaldi_forced, "ours": round(float(ours_forced.sum()), 6)},
+        "max_abs_diff": round(max_abs, 6), "within_tolerance": bool(max_abs <= TOLERANCE),
+        "seconds": round(time.time() - started, 1), "per_frame": per_frame,
+    }
