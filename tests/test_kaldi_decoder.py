@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from local.kaldi_ko.decoder import DecoderOptions, GraphSearch, read_hclg, read_words, word_sequences
+from local.kaldi_ko.decoder import DecoderOptions, DecodingGraph, GraphSearch, read_hclg, read_words, word_sequences
 from local.kaldi_ko.graph import build_hclg
 from local.kaldi_ko.mbr import mbr_decode
 from local.kaldi_ko.online import SilenceWeighting
@@ -61,6 +61,19 @@ def test_decodes_the_words_the_frames_say(tmp_path: Path) -> None:
     # acoustic: minus the six frames' log-likelihoods of 2
     assert hypotheses[0][1] == pytest.approx(-(0.9 * 3.9 - 12.0), abs=1e-4)
     assert read_words(tmp_path) == {0: "<eps>", 1: "a", 2: "b"}
+
+
+def test_the_online_traceback_ignores_final_weights_as_kaldi_does() -> None:
+    import kaldifst
+
+    # tid 1 (cost 1) reaches a final state, tid 2 (cost 0) one that is not: Kaldi's
+    # BestPathEnd(use_final_probs=false) takes the cheaper token, whatever is final
+    graph = DecodingGraph.of(kaldifst.compile("0 1 1 1 1.0\n0 2 2 2 0.0\n1 0.0\n"))
+    search = GraphSearch(graph, _TransitionModel(), DecoderOptions())
+    search.advance(np.zeros((1, 2)))
+    assert search.best_path_transitions().tolist() == [2]
+    assert graph.fst.final(1) == kaldifst.TropicalWeight(0.0)  # the result graph keeps its finals
+    assert search.finish() == ([A], [A])  # only "a" ends in a final state
 
 
 def test_outputs_of_the_wrong_width_are_refused(tmp_path: Path) -> None:

@@ -8,7 +8,13 @@
 
 **Online search** (Kaldi's ``FasterDecoder``; beam, max-active and min-active as Vosk's
 ``LatticeIncrementalDecoder`` prunes): it advances as the network's chunks arrive, so that the
-traceback Vosk's silence weighting reads mid-utterance is the one Kaldi's pruning gives. The
+traceback Vosk's silence weighting reads mid-utterance is the one Kaldi's pruning gives. It runs
+over a copy of HCLG without final weights (:class:`DecodingGraph`): Kaldi's
+``FasterDecoder::GetBestPath`` takes final weights into account whenever any token sits in a
+final state, whatever its ``use_final_probs`` says, and in this HCLG one always does; Vosk's
+silence weighting traces back from the cheapest token, final weights ignored
+(``BestPathEnd(use_final_probs=false)``). The search itself never reads final weights, so both
+copies keep the same tokens. The
 network outputs pdfs, the graph's input labels are transition-ids: column ``tid - 1`` of what
 ``DecodableCtc`` reads is the log-likelihood of ``pdf(tid)`` (acoustic scale 1, as chain models
 use).
@@ -49,15 +55,38 @@ class DecoderOptions:
     graph_scale: float = 0.9
 
 
-def read_hclg(graph_dir: Path) -> object:
-    """``graph_dir/HCLG.fst`` as a ``kaldifst.StdVectorFst`` (the Korean graph: ~6 s, 1.9 GB)."""
+@dataclass
+class DecodingGraph:
+    """HCLG (a ``kaldifst.StdVectorFst``) and its copy without final weights, for the online
+    traceback (module docstring)::
+
+        graph = DecodingGraph.of(kaldifst.StdVectorFst.read("exp/kaldi_ko/graph/HCLG.fst"))
+    """
+
+    fst: object
+    without_finals: object
+
+    @classmethod
+    def of(cls, fst: object) -> "DecodingGraph":
+        import kaldifst
+
+        zero = kaldifst.TropicalWeight.zero
+        without_finals = fst.copy()  # type: ignore[attr-defined]
+        for state in range(without_finals.num_states):
+            if without_finals.final(state) != zero:
+                without_finals.set_final(state, zero)
+        return cls(fst, without_finals)
+
+
+def read_hclg(graph_dir: Path) -> DecodingGraph:
+    """``graph_dir/HCLG.fst`` (the Korean graph: ~25 s, 3.8 GB with its copy)."""
     import kaldifst
 
     path = Path(graph_dir) / GRAPH_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no decoding graph; build it with "
                                 f"`snakemake {path}` (needs `make setup KALDI_KO=1`)")
-    return kaldifst.StdVectorFst.read(str(path))
+    return DecodingGraph.of(kaldifst.StdVectorFst.read(str(path)))
 
 
 def read_words(graph_dir: Path) -> Dict[int, str]:
@@ -158,14 +187,14 @@ def _costs_to_end(start: int, arcs: Dict[int, List[Tuple[int, int, float]]],
 class GraphSearch:
     """One utterance's search over HCLG (module docstring)."""
 
-    def __init__(self, hclg: object, transition_model: TransitionModel,
+    def __init__(self, graph: DecodingGraph, transition_model: TransitionModel,
                  options: DecoderOptions = DecoderOptions()):
         import kaldi_decoder
 
         self._kaldi_decoder = kaldi_decoder
-        self.hclg, self.options = hclg, options
+        self.graph, self.options = graph, options
         self.tid_to_pdf = transition_model.transition_id_to_pdf().astype(np.int64)
-        self.decoder = kaldi_decoder.FasterDecoder(hclg, kaldi_decoder.FasterDecoderOptions(
+        self.decoder = kaldi_decoder.FasterDecoder(graph.without_finals, kaldi_decoder.FasterDecoderOptions(
             beam=options.beam, max_active=options.max_active, min_active=options.min_active,
             beam_delta=options.beam_delta))
         self.decoder.init_decoding()
@@ -184,13 +213,13 @@ class GraphSearch:
         self.loglikes = np.ascontiguousarray(np.concatenate([self.loglikes, pdf_loglikes[:, self.tid_to_pdf[1:]]]))
         self.decoder.advance_decoding(self._kaldi_decoder.DecodableCtc(self.loglikes))
 
-    def best_path_transitions(self, use_final_probs: bool = False) -> np.ndarray:
-        """The transition-ids, one per decoded frame, of the best token's traceback (Kaldi's
-        ``BestPathEnd(use_final_probs=false)``, what Vosk's silence weighting reads; with
-        ``use_final_probs``, of the best path into a final state, if any is reached)."""
+    def best_path_transitions(self) -> np.ndarray:
+        """The transition-ids, one per decoded frame, of the cheapest token's traceback, final
+        weights ignored (Kaldi's ``BestPathEnd(use_final_probs=false)``, what Vosk's silence
+        weighting reads)."""
         if self.num_frames_decoded == 0:
             return np.zeros(0, dtype=np.int64)
-        _, path = self.decoder.get_best_path(use_final_probs=use_final_probs)
+        _, path = self.decoder.get_best_path(use_final_probs=False)
         arcs, _ = parse_lattice(path.to_str())
         arcs.sort(key=lambda arc: arc[0])  # a linear lattice, states numbered along it
         return np.array([arc[2] for arc in arcs if arc[2] > 0], dtype=np.int64)
@@ -208,7 +237,7 @@ class GraphSearch:
         if len(self.loglikes) == 0:
             return []
         kd, o = self._kaldi_decoder, self.options
-        decoder = kd.LatticeSimpleDecoder(self.hclg, kd.LatticeSimpleDecoderConfig(
+        decoder = kd.LatticeSimpleDecoder(self.graph.fst, kd.LatticeSimpleDecoderConfig(
             beam=o.beam, lattice_beam=o.lattice_beam))
         decoder.decode(kd.DecodableCtc(self.loglikes))
         _, lattice = decoder.get_raw_lattice(use_final_probs=True)

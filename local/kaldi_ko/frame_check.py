@@ -83,6 +83,7 @@ def frame_check(model_dir: Path, graph_dir: Path, wav: Path) -> Dict[str, object
     vosk.SetLogLevel(-1)
     import kaldifst
 
+    from local.kaldi_ko.decoder import DecodingGraph
     from local.kaldi_ko.online import load_vosk_model, recognize
 
     started = time.time()
@@ -99,7 +100,7 @@ def frame_check(model_dir: Path, graph_dir: Path, wav: Path) -> Dict[str, object
 
     alignment = recognize(model, floats, "online", None).alignment
     # ours over the same linear graph, so that our silence weighting reads Vosk's traceback
-    model.hclg = kaldifst.compile(_graph_text(alignment))
+    model.hclg = DecodingGraph.of(kaldifst.compile(_graph_text(alignment)))
     chain_loglikes = recognize(model, floats, "online", None).loglikes
     ours_chain = float(sum(chain_loglikes[t, tid - 1] for t, tid in enumerate(alignment)))
     model.silence_phones = (unused_phone,)

@@ -42,7 +42,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from local.kaldi_ko.decoder import DecoderOptions, GraphSearch, read_hclg, read_words
+from local.kaldi_ko.decoder import DecoderOptions, DecodingGraph, GraphSearch, read_hclg, read_words
 from speechtune.kaldi.ivector import IvectorExtractorInfo, OnlineIvectorFeature, read_ivector_extractor
 from speechtune.kaldi.mfcc import KaldiDither, compute_mfcc, mfcc_options, read_conf
 from speechtune.kaldi.nnet3 import TransitionModel, read_nnet3
@@ -61,7 +61,7 @@ class VoskModel:
     ivector: IvectorExtractorInfo
     network: KaldiNnet3Model
     transition_model: TransitionModel
-    hclg: object
+    hclg: DecodingGraph
     words: Dict[int, str]
     decoder_options: DecoderOptions
     silence_phones: Tuple[int, ...]
@@ -161,8 +161,8 @@ def _frames_ready(num_samples: int, opts: object) -> int:
 @dataclass
 class Recognition:
     """What :func:`recognize` found: Vosk's default result (minimum Bayes risk), the most
-    likely word sequence (Vosk with ``SetMaxAlternatives(1)``), the search's best path as
-    transition-ids, and the network's log-likelihoods as the decoder read them (frames,
+    likely word sequence (Vosk with ``SetMaxAlternatives(1)``), the online search's best path as
+    transition-ids (final weights ignored), and the network's log-likelihoods as the decoder read them (frames,
     transition-ids: column ``tid - 1``)."""
 
     words: List[str]
@@ -246,4 +246,4 @@ def recognize(model: VoskModel, samples: np.ndarray, mode: str = "online",
 def _result(model: VoskModel, decoder: GraphSearch) -> Recognition:
     mbr, best = decoder.finish()
     return Recognition([model.words[w] for w in mbr], [model.words[w] for w in best],
-                       decoder.best_path_transitions(use_final_probs=True).tolist(), decoder.loglikes)
+                       decoder.best_path_transitions().tolist(), decoder.loglikes)
