@@ -90,16 +90,24 @@ class VoskReference:
         return text.split()
 
 
-def undithered_copy(model_dir: Path, into: Path) -> Path:
-    """A view of the Vosk model ``model_dir`` in ``into`` (links to its files) whose
-    ``conf/mfcc.conf`` adds ``--dither=0``."""
-    (into / "conf").mkdir(parents=True, exist_ok=True)
+def model_view(model_dir: Path, into: Path, replace: Sequence[str] = ()) -> Path:
+    """``into`` as a view of the Vosk model ``model_dir``: each entry a link to the model's,
+    except the paths of ``replace`` (``"conf/mfcc.conf"``, ``"graph"``), left for the caller to
+    write; the directories on the way to them are made, their other entries linked."""
+    into.mkdir(parents=True, exist_ok=True)
     for entry in model_dir.iterdir():
-        if entry.name != "conf":
+        inner = [r.split("/", 1)[1] for r in replace if r.startswith(entry.name + "/")]
+        if inner:
+            model_view(entry, into / entry.name, inner)
+        elif entry.name not in replace:
             os.symlink(entry.resolve(), into / entry.name)
-    for entry in (model_dir / "conf").iterdir():
-        if entry.name != "mfcc.conf":
-            os.symlink(entry.resolve(), into / "conf" / entry.name)
+    return into
+
+
+def undithered_copy(model_dir: Path, into: Path, replace: Sequence[str] = ()) -> Path:
+    """A view of the Vosk model ``model_dir`` (:func:`model_view`, also leaving ``replace``
+    out) whose ``conf/mfcc.conf`` adds ``--dither=0``."""
+    model_view(model_dir, into, ["conf/mfcc.conf", *replace])
     mfcc = (model_dir / "conf" / "mfcc.conf").read_text()
     (into / "conf" / "mfcc.conf").write_text(mfcc.rstrip("\n") + "\n--dither=0\n")
     return into
@@ -109,10 +117,8 @@ def static_graph_copy(vosk_dir: Path, graph_dir: Path, into: Path) -> Path:
     """A view of the Vosk model ``vosk_dir`` in ``into`` whose ``graph/`` holds the static
     ``HCLG.fst`` and ``words.txt`` of ``graph_dir`` (and the model's ``graph/phones``) instead of
     the lookahead graph: Vosk then decodes our graph with Kaldi's own decoder."""
-    (into / "graph").mkdir(parents=True, exist_ok=True)
-    for entry in vosk_dir.iterdir():
-        if entry.name != "graph":
-            os.symlink(entry.resolve(), into / entry.name)
+    model_view(vosk_dir, into, ["graph"])
+    (into / "graph").mkdir()
     for name in ("HCLG.fst", "words.txt"):
         os.symlink((graph_dir / name).resolve(), into / "graph" / name)
     if (vosk_dir / "graph" / "phones").is_dir():

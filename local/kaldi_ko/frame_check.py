@@ -19,7 +19,6 @@ The probes (each a linear HCLG of the utterance's length, decoded by Vosk, no di
 Vosk is imported before ``kaldi-decoder`` (the other order deadlocks).
 """
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -28,21 +27,18 @@ from typing import Dict, List, Sequence
 import numpy as np
 import soundfile as sf
 
+from local.kaldi_ko.agreement import undithered_copy
 from speechtune.errors import StageError
 
 TOLERANCE = 1e-3  # per frame; Vosk prints confidences with 6 significant digits
 
 
 def _probe_model(model_dir: Path, into: Path, graph_text: str, silence_phones: str) -> Path:
-    """A Vosk model directory in ``into``: ``model_dir``'s network and i-vector extractor,
-    no dither, ``silence_phones`` for silence weighting, and the graph ``graph_text``."""
+    """A view of the Vosk model ``model_dir`` in ``into``: no dither, ``silence_phones`` for
+    silence weighting, and the graph ``graph_text``."""
     import kaldifst
 
-    for name in ("am", "ivector"):
-        os.symlink((model_dir / name).resolve(), into / name)
-    (into / "conf").mkdir()
-    mfcc = (model_dir / "conf" / "mfcc.conf").read_text().rstrip("\n")
-    (into / "conf" / "mfcc.conf").write_text(mfcc + "\n--dither=0\n")
+    undithered_copy(model_dir, into, ["conf/model.conf", "graph"])
     conf = [line for line in (model_dir / "conf" / "model.conf").read_text().splitlines()
             if not line.startswith("--endpoint.silence-phones")]
     (into / "conf" / "model.conf").write_text("\n".join(conf + [f"--endpoint.silence-phones={silence_phones}"]) + "\n")
@@ -110,9 +106,7 @@ def frame_check(model_dir: Path, graph_dir: Path, wav: Path) -> Dict[str, object
 
     with tempfile.TemporaryDirectory(prefix="vosk-probe-") as tmp:
         def probe(name: str, text: str, silence: str) -> float:
-            directory = Path(tmp) / name
-            directory.mkdir()
-            return _vosk_confidence(vosk, _probe_model(model_dir, directory, text, silence), pcm, rate)
+            return _vosk_confidence(vosk, _probe_model(model_dir, Path(tmp) / name, text, silence), pcm, rate)
 
         kaldi_chain = probe("chain", _graph_text(alignment), silence_phones)
         kaldi_forced = probe("forced", _graph_text(alignment), str(unused_phone))
