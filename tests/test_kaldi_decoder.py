@@ -94,6 +94,9 @@ def test_word_sequences_keep_each_sequence_once_with_its_best_path() -> None:
     assert found == [([A], pytest.approx(-2.0)), ([B], pytest.approx(-4.0))]
     assert word_sequences(lattice, graph_scale=0.5, beam=1.0) == [([A], pytest.approx(-2.0))]
     assert word_sequences("0 1 1 1 1,2\n", graph_scale=1.0, beam=1.0) == []  # no final state
+    # Kaldi's raw lattices need not start at state 0: OpenFst prints the start state first
+    later_start = "2 0 1 1 1,2\n0 1 3 2 0,1\n1 0,0\n"
+    assert word_sequences(later_start, graph_scale=1.0, beam=10.0) == [([A, B], pytest.approx(-4.0))]
 
 
 def test_mbr_prefers_the_words_most_paths_agree_on() -> None:

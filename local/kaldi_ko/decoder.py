@@ -14,10 +14,9 @@ over a copy of HCLG without final weights (:class:`DecodingGraph`): Kaldi's
 final state, whatever its ``use_final_probs`` says, and in this HCLG one always does; Vosk's
 silence weighting traces back from the cheapest token, final weights ignored
 (``BestPathEnd(use_final_probs=false)``). The search itself never reads final weights, so both
-copies keep the same tokens. The
-network outputs pdfs, the graph's input labels are transition-ids: column ``tid - 1`` of what
-``DecodableCtc`` reads is the log-likelihood of ``pdf(tid)`` (acoustic scale 1, as chain models
-use).
+copies keep the same tokens. The network outputs pdfs, the graph's input labels are
+transition-ids: column ``tid - 1`` of what ``DecodableCtc`` reads is the log-likelihood of
+``pdf(tid)`` (acoustic scale 1, as chain models use).
 
 **Result** (Vosk's ``GetResult``): Kaldi's ``LatticeSimpleDecoder`` decodes the utterance's
 outputs again into a lattice (beam and lattice beam as Vosk's; it has no max-active), the graph
@@ -102,20 +101,33 @@ def read_words(graph_dir: Path) -> Dict[int, str]:
 Arc = Tuple[int, int, int, int, float, float]  # src, dst, ilabel, olabel, graph cost, acoustic cost
 
 
-def parse_lattice(text: str) -> Tuple[List[Arc], Dict[int, Tuple[float, float]]]:
-    """A Kaldi ``Lattice`` in OpenFst's text form (``kaldifst.Lattice.to_str()``): its arcs
-    and its final states with their (graph, acoustic) costs."""
-    arcs: List[Arc] = []
-    finals: Dict[int, Tuple[float, float]] = {}
+def _fst_text(text: str) -> Tuple[List[Tuple[int, int, int, int, str]], Dict[int, str]]:
+    """OpenFst's text form (``to_str()``): arcs (src, dst, ilabel, olabel, weight) and final
+    states' weights, the weights as printed ("" for One). The start state's lines come first."""
+    arcs: List[Tuple[int, int, int, int, str]] = []
+    finals: Dict[int, str] = {}
     for line in text.splitlines():
         fields = line.split()
         if len(fields) >= 4:
-            graph, acoustic = (float(v) for v in fields[4].split(",")) if len(fields) == 5 else (0.0, 0.0)
-            arcs.append((int(fields[0]), int(fields[1]), int(fields[2]), int(fields[3]), graph, acoustic))
+            arcs.append((int(fields[0]), int(fields[1]), int(fields[2]), int(fields[3]),
+                         fields[4] if len(fields) == 5 else ""))
         elif fields:
-            graph, acoustic = (float(v) for v in fields[1].split(",")) if len(fields) == 2 else (0.0, 0.0)
-            finals[int(fields[0])] = (graph, acoustic)
+            finals[int(fields[0])] = fields[1] if len(fields) == 2 else ""
     return arcs, finals
+
+
+def _lattice_weight(printed: str) -> Tuple[float, float]:
+    """A Kaldi ``LatticeWeight`` as printed, "graph,acoustic": (graph, acoustic)."""
+    graph, acoustic = printed.split(",") if printed else ("0", "0")
+    return float(graph), float(acoustic)
+
+
+def parse_lattice(text: str) -> Tuple[List[Arc], Dict[int, Tuple[float, float]]]:
+    """A Kaldi ``Lattice`` in OpenFst's text form (``kaldifst.Lattice.to_str()``): its arcs
+    and its final states with their (graph, acoustic) costs."""
+    arcs, finals = _fst_text(text)
+    return ([(s, d, i, o, *_lattice_weight(w)) for s, d, i, o, w in arcs],
+            {s: _lattice_weight(w) for s, w in finals.items()})
 
 
 def word_sequences(text: str, graph_scale: float, beam: float) -> List[Tuple[List[int], float]]:
@@ -125,26 +137,24 @@ def word_sequences(text: str, graph_scale: float, beam: float) -> List[Tuple[Lis
     epsilons and determinizes (tropical: a word sequence keeps its cheapest path)."""
     import kaldifst
 
-    arcs, finals = parse_lattice(text)
+    def scaled(printed: str) -> float:
+        graph, acoustic = _lattice_weight(printed)
+        return graph_scale * graph + acoustic
+
+    arcs, finals = _fst_text(text)
     if not finals:
-        return []
-    lines = [f"{s} {d} {o} {o} {graph_scale * g + a!r}" for s, d, _, o, g, a in arcs]
-    lines += [f"{s} {graph_scale * g + a!r}" for s, (g, a) in finals.items()]
-    # the start state must come first in OpenFst's text form
-    start = min(s for s, *_ in arcs) if arcs else next(iter(finals))
-    lines.sort(key=lambda line: int(line.split()[0]) != start)
+        return []  # no final state: no path
+    # arcs in printed order, the start state's first, as OpenFst's text form needs
+    lines = [f"{s} {d} {o} {o} {scaled(w)!r}" for s, d, _, o, w in arcs]
+    lines += [f"{state} {scaled(w)!r}" for state, w in finals.items()]
     fst = kaldifst.compile("\n".join(lines) + "\n")
     kaldifst.rmepsilon(fst)
     det = kaldifst.determinize(fst)
     det_arcs: Dict[int, List[Tuple[int, int, float]]] = {}
-    det_finals: Dict[int, float] = {}
-    for line in det.to_str().splitlines():
-        fields = line.split()
-        if len(fields) >= 4:
-            det_arcs.setdefault(int(fields[0]), []).append(
-                (int(fields[1]), int(fields[3]), float(fields[4]) if len(fields) == 5 else 0.0))
-        elif fields:
-            det_finals[int(fields[0])] = float(fields[1]) if len(fields) == 2 else 0.0
+    arcs, finals = _fst_text(det.to_str())
+    for src, dst, _, word, weight in arcs:
+        det_arcs.setdefault(src, []).append((dst, word, float(weight or 0.0)))
+    det_finals = {state: float(weight or 0.0) for state, weight in finals.items()}
     to_end = _costs_to_end(det.start, det_arcs, det_finals)
     limit = to_end[det.start] + beam + 1e-4
     found: List[Tuple[List[int], float]] = []
