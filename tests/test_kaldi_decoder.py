@@ -1,4 +1,4 @@
-"""Decoding the Korean model's outputs with Kaldi's decoders (local.kaldi_ko.decoder), the MBR,
+"""Decoding the Korean model's outputs with Kaldi's LatticeFasterDecoder (local.kaldi_ko.decoder), the MBR,
 Vosk's silence weighting (local.kaldi_ko.online) and the graph build by OpenFst's tools
 (local.kaldi_ko.graph), on hand-made two-word graphs."""
 import shutil
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from local.kaldi_ko.decoder import DecoderOptions, DecodingGraph, GraphSearch, read_hclg, read_words, word_sequences
+from local.kaldi_ko.decoder import DecoderOptions, GraphSearch, compile_graph, read_hclg, read_words, word_sequences
 from local.kaldi_ko.graph import build_hclg
 from local.kaldi_ko.mbr import mbr_decode
 from local.kaldi_ko.online import SilenceWeighting
@@ -38,9 +38,7 @@ class _TransitionModel:
 
 
 def _hclg(tmp_path: Path) -> object:
-    import kaldifst
-
-    kaldifst.compile(HCLG_TEXT).write(str(tmp_path / "HCLG.fst"))
+    compile_graph(HCLG_TEXT).write(str(tmp_path / "HCLG.fst"))
     (tmp_path / "words.txt").write_text("<eps> 0\na 1\nb 2\n")
     return read_hclg(tmp_path)
 
@@ -64,16 +62,32 @@ def test_decodes_the_words_the_frames_say(tmp_path: Path) -> None:
 
 
 def test_the_online_traceback_ignores_final_weights_as_kaldi_does() -> None:
-    import kaldifst
-
     # tid 1 (cost 1) reaches a final state, tid 2 (cost 0) one that is not: Kaldi's
     # BestPathEnd(use_final_probs=false) takes the cheaper token, whatever is final
-    graph = DecodingGraph.of(kaldifst.compile("0 1 1 1 1.0\n0 2 2 2 0.0\n1 0.0\n"))
-    search = GraphSearch(graph, _TransitionModel(), DecoderOptions())
+    search = GraphSearch(compile_graph("0 1 1 1 1.0\n0 2 2 2 0.0\n1 0.0\n"), _TransitionModel(), DecoderOptions())
     search.advance(np.zeros((1, 2)))
     assert search.best_path_transitions().tolist() == [2]
-    assert graph.fst.final(1) == kaldifst.TropicalWeight(0.0)  # the result graph keeps its finals
     assert search.finish() == ([A], [A])  # only "a" ends in a final state
+    assert search.best_path_transitions().tolist() == [1]  # once finished, final weights count
+
+
+class _TwoAlignmentsOfA:
+    """Transition-ids 1 and 3 read pdf 0, 2 reads pdf 1."""
+
+    @staticmethod
+    def transition_id_to_pdf() -> np.ndarray:
+        return np.array([-1, 0, 1, 0])
+
+
+@pytest.mark.parametrize("lattice_beam, expected", [(2.0, [([A], -0.45), ([B], -1.0)]), (0.4, [([A], -0.45)])])
+def test_the_lattice_keeps_each_word_sequence_once_with_its_best_path(lattice_beam: float, expected: list) -> None:
+    # "a" through tid 1 (graph 1.0) or tid 3 (graph 0.5), "b" through tid 2 (graph 0, pdf 1 at -1)
+    graph = compile_graph("0 1 1 1 1.0\n0 1 3 1 0.5\n0 2 2 2 0.0\n1 0.0\n2 0.0\n")
+    search = GraphSearch(graph, _TwoAlignmentsOfA(), DecoderOptions(lattice_beam=lattice_beam))
+    search.advance(np.array([[0.0, -1.0]]))
+    found = search.word_sequences()  # within the beam of the best (0.5) at graph scale 1
+    assert [words for words, _ in found] == [words for words, _ in expected]
+    assert [score for _, score in found] == pytest.approx([score for _, score in expected])  # graph x 0.9
 
 
 def test_outputs_of_the_wrong_width_are_refused(tmp_path: Path) -> None:
@@ -87,16 +101,13 @@ def test_a_missing_graph_names_the_target_that_builds_it(tmp_path: Path) -> None
         read_hclg(tmp_path)
 
 
-def test_word_sequences_keep_each_sequence_once_with_its_best_path() -> None:
-    # two alignments of "a" (graph 1, acoustic 2 or 1.5) and one of "b" (graph 0, acoustic 4)
-    lattice = "0 1 1 1 1,2\n0 1 2 1 1,1.5\n0 2 3 2 0,4\n1 0,0\n2 0,0\n"
-    found = word_sequences(lattice, graph_scale=0.5, beam=10.0)
-    assert found == [([A], pytest.approx(-2.0)), ([B], pytest.approx(-4.0))]
-    assert word_sequences(lattice, graph_scale=0.5, beam=1.0) == [([A], pytest.approx(-2.0))]
-    assert word_sequences("0 1 1 1 1,2\n", graph_scale=1.0, beam=1.0) == []  # no final state
-    # Kaldi's raw lattices need not start at state 0: OpenFst prints the start state first
-    later_start = "2 0 1 1 1,2\n0 1 3 2 0,1\n1 0,0\n"
-    assert word_sequences(later_start, graph_scale=1.0, beam=10.0) == [([A, B], pytest.approx(-4.0))]
+def test_word_sequences_read_a_word_lattice_from_its_start_state() -> None:
+    lattice = "0 1 1 1 1,2\n0 2 2 2 0,4\n1 0,0\n2 0,0\n"  # "a" (graph 1, acoustic 2), "b" (0, 4)
+    assert word_sequences(lattice, graph_scale=0.5) == [([A], pytest.approx(-2.5)), ([B], pytest.approx(-4.0))]
+    assert word_sequences("0 1 1 1 1,2\n", graph_scale=1.0) == []  # no final state
+    # a lattice need not start at state 0: OpenFst prints the start state first
+    later_start = "2 0 1 1 1,2\n0 1 2 2 0,1\n1 0,0.5\n"
+    assert word_sequences(later_start, graph_scale=1.0) == [([A, B], pytest.approx(-4.5))]
 
 
 def test_mbr_prefers_the_words_most_paths_agree_on() -> None:
@@ -127,8 +138,6 @@ def test_graph_build_names_a_model_without_a_lookahead_graph(tmp_path: Path) -> 
 
 @pytest.mark.skipif(shutil.which("fstcompile") is None, reason="OpenFst's tools are not installed (make setup)")
 def test_graph_build_composes_and_drops_disambiguation_symbols(tmp_path: Path) -> None:
-    import kaldifst
-
     graph = tmp_path / "model" / "graph"
     graph.mkdir(parents=True)
     # HCL: tid 1 then the disambiguation tid 3 outputs word 1; tid 2 outputs word 2
@@ -142,19 +151,17 @@ def test_graph_build_composes_and_drops_disambiguation_symbols(tmp_path: Path) -
     (graph / "disambig_tid.int").write_text("3\n")
     build_hclg(tmp_path / "model", tmp_path / "out")
     assert read_words(tmp_path / "out") == {0: "<eps>", 1: "a", 2: "b"}
-    hclg = kaldifst.StdVectorFst.read(str(tmp_path / "out" / "HCLG.fst"))
-    arcs = [line.split() for line in hclg.to_str().splitlines() if len(line.split()) >= 4]
+    hclg = subprocess.run(["fstprint", str(tmp_path / "out" / "HCLG.fst")], check=True, capture_output=True, text=True)
+    arcs = [line.split() for line in hclg.stdout.splitlines() if len(line.split()) >= 4]
     assert sorted(int(a[2]) for a in arcs) == [0, 0, 1, 2]  # tid 3 became epsilon, beside HCL's own
-    assert sorted(float(a[4]) for a in arcs if len(a) == 5) == [0.5, 0.7]
+    assert sorted(float(a[4]) for a in arcs if len(a) == 5) == pytest.approx([0.5, 0.7])
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["HCLG.fst", "words.txt"]
 
 
 def test_frame_probe_graphs_force_the_alignment_and_open_one_frame() -> None:
-    import kaldifst
-
     from local.kaldi_ko.frame_check import _graph_text
 
-    forced = kaldifst.compile(_graph_text([5, 6]))
+    forced = compile_graph(_graph_text([5, 6]))
     assert forced.num_states == 4
     free = [line.split() for line in _graph_text([5, 6], free_frame=1, free_tids=[1, 2, 3]).splitlines()]
     assert [f[2] for f in free if len(f) == 4 and f[0] == "2"] == ["1", "2", "3"]

@@ -3,10 +3,13 @@
 #   1. Debian packages: the embedded corpus' synthesizers (espeak-ng, flite; RHVoice English,
 #      SVOX Pico and MBROLA's English voices from contrib/non-free), sox, wordnet-base (its
 #      text), the Asterisk prompts (real speech for config/telephony.yaml, ~25 MB), OpenFst's
-#      tools with their lookahead/n-gram plugins (the Korean model's HCLG); installed
+#      tools with their lookahead/n-gram plugins (the Korean model's HCLG) and headers, g++
+#      (kaldi_lattice_faster, below); installed
 #      with apt-get when running as root, after enabling the contrib and non-free components in
 #      the machine's own apt sources; else the command to run is printed.
-#   2. A Python 3.9 venv (.venv) with the pinned stack of requirements.txt and the project.
+#   2. A Python 3.9 venv (.venv) with the pinned stack of requirements.txt and the project, and
+#      the module kaldi_lattice_faster built into it (tools/build_kaldi_lattice_faster.sh: Kaldi's
+#      LatticeFasterDecoder from kaldi-hmm-gmm's C++, for the Korean chain model; ~1 min).
 #   3. With KALDI_KO=1 (or --kaldi-ko) only: requirements-kaldi-ko.txt, the released Korean
 #      Kaldi model (~87 MB) and vosk, for the kaldi_ko_finetuned system.
 #   4. With PEERS=1 only: requirements-peers.txt, the recognizers bench/peers.py compares
@@ -26,7 +29,7 @@ TTS_EVAL=${TTS_EVAL:-}
 APT_PACKAGES=(espeak-ng flite sox wordnet-base
               rhvoice rhvoice-english libttspico-utils mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1
               asterisk-core-sounds-en-wav asterisk-core-sounds-en
-              libfst-tools libfst22-plugins-base)
+              libfst-tools libfst22-plugins-base libfst-dev g++)
 
 # enable_contrib_non_free: add contrib and non-free (where RHVoice, SVOX Pico and MBROLA live)
 # to every Debian entry that has main, in deb822 files (a `Components:` line) and in classic
@@ -108,6 +111,7 @@ install_extras() {
 stamp="$VENV/.installed"
 wanted=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if up_to_date "$stamp" "$wanted"; then
+  VENV=$VENV bash tools/build_kaldi_lattice_faster.sh
   install_extras
   exit 0
 fi
@@ -125,5 +129,6 @@ echo "setup: creating $VENV with $py (pinned stack: requirements.txt; torch is a
 "$VENV/bin/python" -m pip install -q -r requirements.txt
 "$VENV/bin/python" -m pip install -q --no-deps -e .
 echo "$wanted" > "$stamp"
+VENV=$VENV bash tools/build_kaldi_lattice_faster.sh
 install_extras
 echo "setup: done"

@@ -16,7 +16,8 @@ It prints each utterance's words and a summary per mode, and writes the JSON sum
               "static_graph_one_best_identical_pct": ...},
      "modes": {"online": {"identical_pct": ..., "word_agreement_pct": ..., "edits": ...,
                           "vosk_words": ..., "wer_vs_text": ..., "seconds": ...,
-                          "one_best": {"identical_pct": ..., ...}}, ...},
+                          "one_best": {"identical_pct": ..., ...},
+                          "static_graph": {"identical_pct": ..., "one_best_identical_pct": ...}}, ...},
      "per_utterance": [{"id": ..., "text": [...], "vosk": [...], "vosk_one_best": [...],
                         "vosk_other_dither": [...], "vosk_static": [...], "vosk_static_one_best": [...],
                         "online": [...], "online_one_best": [...],
@@ -26,6 +27,9 @@ It prints each utterance's words and a summary per mode, and writes the JSON sum
 risk); ``word_agreement_pct``: 100 (1 - edits / Vosk's words), edits being the substitutions,
 deletions and insertions of the Levenshtein alignment against Vosk's words. ``one_best``: the
 same for our most likely word sequence against Vosk's (``SetMaxAlternatives(1)``).
+``static_graph``: the same two against Vosk decoding our static HCLG, the graph we decode over
+(Vosk's own lookahead graph prunes differently: the search over the same graph is the like for
+like).
 ``vosk.one_best_identical_pct``: how often Vosk's best path equals its default result;
 ``vosk.dither_identical_pct``: how often Vosk agrees with itself when its dither noise differs
 (``srand(seed + 1)``), the engine's own noise floor. Vosk draws its dither from the C library's
@@ -70,7 +74,6 @@ class VoskReference:
 
     def __init__(self, model_dir: Path):
         try:
-            # before kaldi-decoder: importing vosk after it deadlocks (both bundle OpenFst)
             import vosk
         except ImportError:
             raise StageError("the vosk package is not installed: run `make setup KALDI_KO=1`") from None
@@ -203,7 +206,11 @@ def _compare(data_dir: Path, model_dir: Path, vosk_dir: Path, static_dir: Path, 
             "static_graph_one_best_identical_pct": agreement("vosk_static_one_best", "vosk_one_best")["identical_pct"],
         },
         "modes": {mode: {**agreement(mode), "seconds": round(mode_seconds[mode], 1),
-                         "one_best": agreement(mode + "_one_best", "vosk_one_best")} for mode in modes},
+                         "one_best": agreement(mode + "_one_best", "vosk_one_best"),
+                         "static_graph": {"identical_pct": agreement(mode, "vosk_static")["identical_pct"],
+                                          "one_best_identical_pct": agreement(
+                                              mode + "_one_best", "vosk_static_one_best")["identical_pct"]}}
+                  for mode in modes},
         "per_utterance": per_utterance,
     }
     summary["seconds"] = round(time.time() - started, 1)
@@ -224,6 +231,9 @@ def print_summary(summary: Dict[str, object]) -> None:
         for name, a in ((f"{mode}: MBR result", m), (f"{mode}: best path", m["one_best"])):
             print(f"{name:<44} {a['identical_pct']:>14.1f}% {a['word_agreement_pct']:>14.1f}% "
                   f"{a['wer_vs_text']:>11.1f}%" + (f" {m['seconds']:>8.1f}" if a is m else ""))
+        same = m["static_graph"]
+        print(f"{mode}: against Vosk over the same static HCLG: {same['identical_pct']:.1f}% identical results, "
+              f"{same['one_best_identical_pct']:.1f}% identical best paths")
 
 
 def parse_modes(text: str) -> List[str]:

@@ -15,8 +15,6 @@ The probes (each a linear HCLG of the utterance's length, decoded by Vosk, no di
   Kaldi's log-likelihoods of frame ``k``, per frame. Silence weighting would now follow Vosk's
   choice at frame ``k``, so these probes and our side declare as silence a phone no
   transition-id has: every decoded frame weighs 1 on both sides.
-
-Vosk is imported before ``kaldi-decoder`` (the other order deadlocks).
 """
 import json
 import tempfile
@@ -28,6 +26,7 @@ import numpy as np
 import soundfile as sf
 
 from local.kaldi_ko.agreement import undithered_copy
+from local.kaldi_ko.decoder import compile_graph
 from speechtune.errors import StageError
 
 TOLERANCE = 1e-3  # per frame; Vosk prints confidences with 6 significant digits
@@ -36,14 +35,12 @@ TOLERANCE = 1e-3  # per frame; Vosk prints confidences with 6 significant digits
 def _probe_model(model_dir: Path, into: Path, graph_text: str, silence_phones: str) -> Path:
     """A view of the Vosk model ``model_dir`` in ``into``: no dither, ``silence_phones`` for
     silence weighting, and the graph ``graph_text``."""
-    import kaldifst
-
     undithered_copy(model_dir, into, ["conf/model.conf", "graph"])
     conf = [line for line in (model_dir / "conf" / "model.conf").read_text().splitlines()
             if not line.startswith("--endpoint.silence-phones")]
     (into / "conf" / "model.conf").write_text("\n".join(conf + [f"--endpoint.silence-phones={silence_phones}"]) + "\n")
     (into / "graph").mkdir()
-    kaldifst.compile(graph_text).write(str(into / "graph" / "HCLG.fst"))
+    compile_graph(graph_text).write(str(into / "graph" / "HCLG.fst"))
     (into / "graph" / "words.txt").write_text("<eps> 0\n<utt> 1\n")
     return into
 
@@ -77,9 +74,6 @@ def frame_check(model_dir: Path, graph_dir: Path, wav: Path) -> Dict[str, object
     except ImportError:
         raise StageError("the vosk package is not installed: run `make setup KALDI_KO=1`") from None
     vosk.SetLogLevel(-1)
-    import kaldifst
-
-    from local.kaldi_ko.decoder import DecodingGraph
     from local.kaldi_ko.online import load_vosk_model, recognize
 
     started = time.time()
@@ -96,7 +90,7 @@ def frame_check(model_dir: Path, graph_dir: Path, wav: Path) -> Dict[str, object
 
     alignment = recognize(model, floats, "online", None).alignment
     # ours over the same linear graph, so that our silence weighting reads Vosk's traceback
-    model.hclg = DecodingGraph.of(kaldifst.compile(_graph_text(alignment)))
+    model.hclg = compile_graph(_graph_text(alignment))
     chain_loglikes = recognize(model, floats, "online", None).loglikes
     ours_chain = float(sum(chain_loglikes[t, tid - 1] for t, tid in enumerate(alignment)))
     model.silence_phones = (unused_phone,)

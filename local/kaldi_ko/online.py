@@ -42,7 +42,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from local.kaldi_ko.decoder import DecoderOptions, DecodingGraph, GraphSearch, read_hclg, read_words
+from local.kaldi_ko.decoder import DecoderOptions, GraphSearch, read_hclg, read_words
 from speechtune.kaldi.ivector import IvectorExtractorInfo, OnlineIvectorFeature, read_ivector_extractor
 from speechtune.kaldi.mfcc import KaldiDither, compute_mfcc, mfcc_options, read_conf
 from speechtune.kaldi.nnet3 import TransitionModel, read_nnet3
@@ -61,7 +61,7 @@ class VoskModel:
     ivector: IvectorExtractorInfo
     network: KaldiNnet3Model
     transition_model: TransitionModel
-    hclg: DecodingGraph
+    hclg: object  # a kaldi_lattice_faster.Graph
     words: Dict[int, str]
     decoder_options: DecoderOptions
     silence_phones: Tuple[int, ...]
