@@ -10,9 +10,10 @@ package, opened to Python by ``kaldi_lattice_faster.cc`` beside this file and bu
 
 **One search**, as in Vosk (its ``LatticeIncrementalDecoder`` passes and prunes tokens as
 ``LatticeFasterDecoder`` does: beam, max-active, min-active, lattice pruning every 25 frames):
-it advances as the network's chunks arrive. Mid-utterance, Vosk's silence weighting reads the
-traceback from the cheapest token of the last frame, final weights ignored
-(``BestPathEnd(use_final_probs=false)``): ``best_path_transitions``. The network outputs pdfs,
+it advances as the network's chunks arrive, its tokens keeping backpointers as Kaldi's online
+decoders do. Mid-utterance, Vosk's silence weighting reads the traceback from the cheapest token
+of the last frame, final weights ignored (Kaldi's ``BestPathEnd(use_final_probs=false)`` +
+``TraceBackBestPath``): ``best_path_transitions``. The network outputs pdfs,
 the graph's input labels are transition-ids: the decoder reads the log-likelihood of
 ``pdf(tid)`` (acoustic scale 1, as chain models use).
 
@@ -188,10 +189,12 @@ class GraphSearch:
 
     def best_path_transitions(self) -> np.ndarray:
         """The transition-ids, one per decoded frame, of the best path: before :meth:`finish`
-        the cheapest token's traceback, final weights ignored (Kaldi's
-        ``BestPathEnd(use_final_probs=false)``, what Vosk's silence weighting reads); after it,
-        the utterance's best path, final weights counted."""
-        path = linear_path(self.decoder.best_path(use_final_probs=self.finished))
+        the traceback Vosk's silence weighting reads (Kaldi's ``BestPathEnd(use_final_probs=false)``
+        + ``TraceBackBestPath``: from the cheapest token of the last frame back along the
+        tokens' best predecessors); after it, the utterance's best path, final weights counted."""
+        if not self.finished:
+            return self.decoder.traceback().astype(np.int64)
+        path = linear_path(self.decoder.best_path(use_final_probs=True))
         return np.array([arc[2] for arc in path if arc[2] > 0], dtype=np.int64)
 
     def finish(self) -> Tuple[List[int], List[int]]:

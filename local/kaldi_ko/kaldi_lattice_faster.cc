@@ -9,12 +9,15 @@
 //       kaldi_lattice_faster.DecoderConfig(beam=10, max_active=3000, min_active=200,
 //                                          lattice_beam=2))
 //   decoder.advance(loglikes)                   # (frames, num_pdfs) float32, any number of times
-//   decoder.best_path(use_final_probs=False)    # OpenFst text of a Kaldi Lattice
+//   decoder.traceback()                         # transition-ids of the cheapest token's path
+//   decoder.best_path(use_final_probs=True)     # OpenFst text of a Kaldi Lattice
 //   decoder.finalize(); decoder.word_lattice(beam=2)
 //
 // Lattices come back in OpenFst's text form, weights as "graph,acoustic" (Kaldi's
 // LatticeWeight), the start state's lines first.
+#include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <sstream>
 #include <stdexcept>
@@ -33,7 +36,44 @@ namespace py = pybind11;
 namespace {
 
 using Graph = fst::VectorFst<fst::StdArc>;
-using Decoder = khg::LatticeFasterDecoderTpl<Graph, khg::decoder::StdToken>;
+using Token = khg::decoder::BackpointerToken;
+
+// Tokens with backpointers, as Kaldi's LatticeFasterOnlineDecoder (and Vosk's incremental
+// decoder) keep them, for Kaldi's BestPathEnd + TraceBackBestPath.
+class Decoder : public khg::LatticeFasterDecoderTpl<Graph, Token> {
+ public:
+  using khg::LatticeFasterDecoderTpl<Graph, Token>::LatticeFasterDecoderTpl;
+
+  // The transition-ids, one per decoded frame, from the cheapest token of the last frame (the
+  // first of equal ones, final weights ignored: BestPathEnd(use_final_probs=false)) back along
+  // each token's best predecessor, through the cheapest link to it (TraceBackBestPath).
+  std::vector<int32_t> Traceback() const {
+    std::vector<int32_t> transition_ids;
+    if (NumFramesDecoded() == 0) return transition_ids;
+    Token *best = nullptr;
+    float best_cost = std::numeric_limits<float>::infinity();
+    for (Token *tok = active_toks_.back().toks; tok != nullptr; tok = tok->next) {
+      if (tok->tot_cost < best_cost) {
+        best_cost = tok->tot_cost;
+        best = tok;
+      }
+    }
+    for (Token *tok = best; tok != nullptr && tok->backpointer != nullptr; tok = tok->backpointer) {
+      float best_link = std::numeric_limits<float>::infinity();
+      int32_t ilabel = 0;
+      for (auto *link = tok->backpointer->links; link != nullptr; link = link->next) {
+        const float cost = link->graph_cost + link->acoustic_cost;
+        if (link->next_tok == tok && cost < best_link) {
+          best_link = cost;
+          ilabel = link->ilabel;
+        }
+      }
+      if (ilabel != 0) transition_ids.push_back(ilabel);
+    }
+    std::reverse(transition_ids.begin(), transition_ids.end());
+    return transition_ids;
+  }
+};
 
 // The network's log-likelihoods as the decoder reads them: frame t, transition-id i gives the
 // log-likelihood of pdf(i) (acoustic scale 1, as chain models use). Frames arrive in chunks; the
@@ -128,8 +168,12 @@ class LatticeFasterDecoder {
     return LatticeText(lattice);
   }
 
-  // use_final_probs=false: every token of the last frame counts as final at no cost, so the
-  // path ends in the cheapest one (Kaldi's BestPathEnd(false), what silence weighting reads).
+  py::array_t<int32_t> Traceback() const {
+    const std::vector<int32_t> transition_ids = decoder_.Traceback();
+    return py::array_t<int32_t>(transition_ids.size(), transition_ids.data());
+  }
+
+  // use_final_probs=false: every token of the last frame counts as final at no cost.
   std::string BestPath(bool use_final_probs) const {
     fst::Lattice path;
     if (NumFramesDecoded() > 0) decoder_.GetBestPath(&path, use_final_probs);
@@ -212,6 +256,7 @@ PYBIND11_MODULE(kaldi_lattice_faster, m) {
       .def("finalize", &LatticeFasterDecoder::Finalize)
       .def_property_readonly("num_frames_decoded", &LatticeFasterDecoder::NumFramesDecoded)
       .def("raw_lattice", &LatticeFasterDecoder::RawLattice, py::arg("use_final_probs"))
+      .def("traceback", &LatticeFasterDecoder::Traceback)
       .def("best_path", &LatticeFasterDecoder::BestPath, py::arg("use_final_probs"))
       .def("word_lattice", &LatticeFasterDecoder::WordLattice, py::arg("beam"));
 }
