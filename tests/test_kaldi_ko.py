@@ -74,3 +74,13 @@ def test_vosk_views_change_only_the_dither_and_the_graph(tmp_path: Path) -> None
     assert (static / "graph" / "HCLG.fst").read_text() == "hclg"
     assert (static / "conf" / "mfcc.conf").read_text().endswith("--dither=0\n")
     assert (model / "conf" / "mfcc.conf").read_text() == "--num-ceps=40\n"  # the model is untouched
+
+
+def test_vosk_runs_in_a_process_of_its_own_and_its_death_is_a_stage_error() -> None:
+    import os
+
+    from local.kaldi_ko.agreement import in_own_process
+
+    assert in_own_process(os.getpid) != os.getpid()
+    with pytest.raises(StageError, match=r"process running Vosk \(_exit\) died; nothing was written"):
+        in_own_process(os._exit, 3)

