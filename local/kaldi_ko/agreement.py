@@ -85,7 +85,8 @@ def in_own_process(function: Callable[..., Result], *args: object) -> Result:
     own, our decoder (``kaldi_lattice_faster``) Debian's: in one process the two can collide (one
     agreement run in five died with a segmentation fault while Vosk shared a process with another
     OpenFst), so Vosk only ever runs apart from our decoder. A death of that process is a
-    StageError."""
+    StageError. Spawning re-imports the calling script: a script needs the
+    ``if __name__ == "__main__":`` guard (the stages have it)."""
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         try:
             return pool.submit(function, *args).result()
@@ -114,9 +115,8 @@ class VoskReference:
     under another dither seed (``srand`` of the C library, which Kaldi's dither draws from)."""
 
     def __init__(self, model_dir: Path):
-        vosk = import_vosk()
-        self.vosk = vosk
-        self.model = vosk.Model(str(model_dir))
+        self.vosk = import_vosk()
+        self.model = self.vosk.Model(str(model_dir))
         self.libc = ctypes.CDLL(None)  # the C library of this process, which Vosk uses
 
     def words(self, pcm: bytes, rate: int, seed: int, one_best: bool = False) -> List[str]:

@@ -1,7 +1,7 @@
 // kaldi_lattice_faster: Kaldi's LatticeFasterDecoder (the C++ of the kaldi-hmm-gmm package, a
 // maintained port of Kaldi's decoder/lattice-faster-decoder.cc) opened to Python with what that
-// package's own binding leaves out: decoding chunk by chunk, the raw lattice, the best path
-// with or without final weights, and the lattice's word sequences. Built by
+// package's own binding leaves out: decoding chunk by chunk, the online traceback Kaldi's
+// silence weighting reads, the best path, and the lattice's word sequences. Built by
 // tools/build_kaldi_lattice_faster.sh against Debian's OpenFst; used by local/kaldi_ko/decoder.py.
 //
 //   graph = kaldi_lattice_faster.Graph.read("exp/kaldi_ko/graph/HCLG.fst")
@@ -162,12 +162,6 @@ class LatticeFasterDecoder {
 
   int32_t NumFramesDecoded() const { return decoder_.NumFramesDecoded(); }
 
-  std::string RawLattice(bool use_final_probs) const {
-    fst::Lattice lattice;
-    if (NumFramesDecoded() > 0) decoder_.GetRawLattice(&lattice, use_final_probs);
-    return LatticeText(lattice);
-  }
-
   py::array_t<int32_t> Traceback() const {
     const std::vector<int32_t> transition_ids = decoder_.Traceback();
     return py::array_t<int32_t>(transition_ids.size(), transition_ids.data());
@@ -220,7 +214,7 @@ std::shared_ptr<Graph> CompileGraph(const std::string &text) {
 }  // namespace
 
 PYBIND11_MODULE(kaldi_lattice_faster, m) {
-  m.doc() = "Kaldi's LatticeFasterDecoder (from kaldi-hmm-gmm) with raw lattices and best paths";
+  m.doc() = "Kaldi's LatticeFasterDecoder (from kaldi-hmm-gmm) with tracebacks, best paths and word lattices";
 
   py::class_<Graph, std::shared_ptr<Graph>>(m, "Graph", "A decoding graph (OpenFst StdVectorFst)")
       .def_static("read", &ReadGraph, py::arg("path"), py::call_guard<py::gil_scoped_release>())
@@ -255,7 +249,6 @@ PYBIND11_MODULE(kaldi_lattice_faster, m) {
       .def("advance", &LatticeFasterDecoder::Advance, py::arg("loglikes"))
       .def("finalize", &LatticeFasterDecoder::Finalize)
       .def_property_readonly("num_frames_decoded", &LatticeFasterDecoder::NumFramesDecoded)
-      .def("raw_lattice", &LatticeFasterDecoder::RawLattice, py::arg("use_final_probs"))
       .def("traceback", &LatticeFasterDecoder::Traceback)
       .def("best_path", &LatticeFasterDecoder::BestPath, py::arg("use_final_probs"))
       .def("word_lattice", &LatticeFasterDecoder::WordLattice, py::arg("beam"));

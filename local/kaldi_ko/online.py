@@ -161,8 +161,8 @@ def _frames_ready(num_samples: int, opts: object) -> int:
 @dataclass
 class Recognition:
     """What :func:`recognize` found: Vosk's default result (minimum Bayes risk), the most
-    likely word sequence (Vosk with ``SetMaxAlternatives(1)``), the online search's best path as
-    transition-ids (final weights ignored), and the network's log-likelihoods as the decoder read them (frames,
+    likely word sequence (Vosk with ``SetMaxAlternatives(1)``), the utterance's best path as
+    transition-ids (final weights counted), and the network's log-likelihoods as the decoder read them (frames,
     transition-ids: column ``tid - 1``)."""
 
     words: List[str]
