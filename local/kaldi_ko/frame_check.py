@@ -2,7 +2,7 @@
 online i-vectors with silence weighting, the looped network) decodes graphs that force our best
 path's transition-ids; the costs it reports are sums of Kaldi's log-likelihoods::
 
-    check = frame_check(model_dir, graph_dir, wav)   # {"per_frame": [...], "max_abs_diff": ...}
+    check = frame_check(model_dir, wav)   # {"per_frame": [...], "max_abs_diff": ...}
 
 The probes (each a linear HCLG of the utterance's length, decoded by Vosk, no dither):
 
@@ -73,7 +73,7 @@ def vosk_confidences(views: Dict[str, Path], pcm: bytes, rate: int) -> Dict[str,
     return confidences
 
 
-def frame_check(model_dir: Path, graph_dir: Path, wav: Path) -> Dict[str, object]:
+def frame_check(model_dir: Path, wav: Path) -> Dict[str, object]:
     """The probes of the module docstring on one utterance (16-bit PCM ``wav``); JSON-ready.
     Vosk runs in a process of its own (:func:`local.kaldi_ko.agreement.in_own_process`)."""
     from local.kaldi_ko.online import load_vosk_model, recognize
@@ -83,7 +83,7 @@ def frame_check(model_dir: Path, graph_dir: Path, wav: Path) -> Dict[str, object
     started = time.time()
     samples, rate = read_pcm(wav)
     pcm, floats = samples.tobytes(), samples.astype(np.float32) / 32768
-    model = load_vosk_model(model_dir, graph_dir)
+    model = load_vosk_model(model_dir)
     silence_phones = ":".join(str(p) for p in model.silence_phones)
     tid_to_pdf = model.transition_model.transition_id_to_pdf()
     tid_to_phone = model.transition_model.transition_id_to_phone()
@@ -94,7 +94,7 @@ def frame_check(model_dir: Path, graph_dir: Path, wav: Path) -> Dict[str, object
 
     alignment = recognize(model, floats, "online", None).alignment
     # ours over the same linear graph, so that our silence weighting reads Vosk's traceback
-    model.hclg = compile_graph(_graph_text(alignment))
+    model.graph = compile_graph(_graph_text(alignment))
     chain_loglikes = recognize(model, floats, "online", None).loglikes
     ours_chain = float(sum(chain_loglikes[t, tid - 1] for t, tid in enumerate(alignment)))
     model.silence_phones = (unused_phone,)

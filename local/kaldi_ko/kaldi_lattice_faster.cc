@@ -1,10 +1,12 @@
 // kaldi_lattice_faster: Kaldi's LatticeFasterDecoder (the C++ of the kaldi-hmm-gmm package, a
 // maintained port of Kaldi's decoder/lattice-faster-decoder.cc) opened to Python with what that
 // package's own binding leaves out: decoding chunk by chunk, the online traceback Kaldi's
-// silence weighting reads, the best path, and the lattice's word sequences. Built by
-// tools/build_kaldi_lattice_faster.sh against Debian's OpenFst; used by local/kaldi_ko/decoder.py.
+// silence weighting reads, the best path, the lattice's word sequences, and Vosk's lookahead
+// graphs composed on the fly. Built by tools/build_kaldi_lattice_faster.sh against Debian's
+// OpenFst; used by local/kaldi_ko/decoder.py.
 //
-//   graph = kaldi_lattice_faster.Graph.read("exp/kaldi_ko/graph/HCLG.fst")
+//   graph = kaldi_lattice_faster.Graph.read_lookahead("model/graph/HCLr.fst",
+//       "model/graph/Gr.fst", disambig_tids)   # or Graph.read("HCLG.fst"), a static graph
 //   decoder = kaldi_lattice_faster.LatticeFasterDecoder(graph, tid_to_pdf, num_pdfs,
 //       kaldi_lattice_faster.DecoderConfig(beam=10, max_active=3000, min_active=200,
 //                                          lattice_beam=2))
@@ -18,16 +20,21 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
+#include <fst/extensions/ngram/ngram-fst.h>
+#include <fst/matcher-fst.h>
 #include <fst/script/compile-impl.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include "kaldi-hmm-gmm/csrc/lattice-faster-decoder.h"
 
@@ -35,14 +42,86 @@ namespace py = pybind11;
 
 namespace {
 
-using Graph = fst::VectorFst<fst::StdArc>;
+// The FST types of Vosk's lookahead graphs (HCLr.fst, Gr.fst), registered for Fst::Read as
+// OpenFst's plugins olabel_lookahead-fst.so and ngram-fst.so register them.
+const fst::FstRegisterer<fst::StdOLabelLookAheadFst> olabel_lookahead_registerer;
+const fst::FstRegisterer<fst::NGramFst<fst::StdArc>> ngram_registerer;
+
+// A decoding graph: a static FST (HCLG), or Vosk's lookahead pair composed on the fly as Vosk
+// and Kaldi's nnet3-latgen-faster-lookahead compose it (Kaldi's LookaheadComposeFst: OpenFst's
+// ComposeFst, which picks the label-lookahead filter for HCLr's olabel_lookahead matcher, its
+// disambiguation transition-ids mapped to epsilon). A lazy composition numbers its states in
+// the order the search reaches them, and the numbering orders the decoder's tokens (which of
+// equal costs wins, what max-active cuts): each search gets a fresh one, as each Vosk
+// recognizer makes its own.
+class Graph {
+ public:
+  explicit Graph(std::unique_ptr<fst::StdVectorFst> hclg) : hclg_(std::move(hclg)) {}
+  Graph(std::unique_ptr<fst::StdFst> hclr, std::unique_ptr<fst::StdFst> gr,
+        std::vector<int32_t> disambig)
+      : hclr_(std::move(hclr)), gr_(std::move(gr)), disambig_(std::move(disambig)) {}
+
+  bool is_lookahead() const { return hclg_ == nullptr; }
+
+  // Word id -> word, from the output symbol table the graph was stored with (G's, for a
+  // lookahead graph, where Vosk reads its words when the model has no words.txt); empty if none.
+  std::map<int64_t, std::string> WordSymbols() const {
+    std::map<int64_t, std::string> words;
+    const fst::SymbolTable *symbols = hclg_ ? hclg_->OutputSymbols() : gr_->OutputSymbols();
+    if (symbols == nullptr) return words;
+    for (const auto &item : *symbols) words[item.Label()] = item.Symbol();
+    return words;
+  }
+  const fst::StdVectorFst &hclg() const {
+    if (!hclg_) throw std::logic_error("a lookahead graph has no static HCLG");
+    return *hclg_;
+  }
+
+  // The FST one search reads (a static graph's is a shallow copy).
+  std::unique_ptr<fst::StdFst> ForSearch() const {
+    if (hclg_) return std::unique_ptr<fst::StdFst>(hclg_->Copy());
+    fst::CacheOptions compose_cache(true, 1 << 25);  // Kaldi's LookaheadComposeFst's numbers
+    fst::ArcMapFstOptions map_cache(fst::CacheOptions(true, 0));
+    return std::make_unique<LookaheadFst>(fst::ComposeFst<fst::StdArc>(*hclr_, *gr_, compose_cache),
+                                          Epsilons(disambig_), map_cache);
+  }
+
+ private:
+  // Kaldi's RemoveSomeInputSymbolsMapper: the disambiguation transition-ids become epsilon.
+  class Epsilons {
+   public:
+    explicit Epsilons(const std::vector<int32_t> &labels) : labels_(labels.begin(), labels.end()) {}
+    fst::StdArc operator()(const fst::StdArc &arc) const {
+      fst::StdArc mapped = arc;
+      if (labels_.count(arc.ilabel)) mapped.ilabel = 0;
+      return mapped;
+    }
+    fst::MapFinalAction FinalAction() const { return fst::MAP_NO_SUPERFINAL; }
+    fst::MapSymbolsAction InputSymbolsAction() const { return fst::MAP_CLEAR_SYMBOLS; }
+    fst::MapSymbolsAction OutputSymbolsAction() const { return fst::MAP_COPY_SYMBOLS; }
+    uint64_t Properties(uint64_t props) const {
+      return props & ~(fst::kAcceptor | fst::kNotAcceptor | fst::kIDeterministic |
+                       fst::kNonIDeterministic | fst::kNoEpsilons | fst::kNoIEpsilons |
+                       fst::kILabelSorted | fst::kNotILabelSorted);
+    }
+
+   private:
+    std::unordered_set<int32_t> labels_;
+  };
+  using LookaheadFst = fst::ArcMapFst<fst::StdArc, fst::StdArc, Epsilons>;
+
+  std::unique_ptr<fst::StdVectorFst> hclg_;
+  std::unique_ptr<fst::StdFst> hclr_, gr_;
+  std::vector<int32_t> disambig_;
+};
+
 using Token = khg::decoder::BackpointerToken;
 
 // Tokens with backpointers, as Kaldi's LatticeFasterOnlineDecoder (and Vosk's incremental
 // decoder) keep them, for Kaldi's BestPathEnd + TraceBackBestPath.
-class Decoder : public khg::LatticeFasterDecoderTpl<Graph, Token> {
+class Decoder : public khg::LatticeFasterDecoderTpl<fst::StdFst, Token> {
  public:
-  using khg::LatticeFasterDecoderTpl<Graph, Token>::LatticeFasterDecoderTpl;
+  using khg::LatticeFasterDecoderTpl<fst::StdFst, Token>::LatticeFasterDecoderTpl;
 
   // The transition-ids, one per decoded frame, from the cheapest token of the last frame (the
   // first of equal ones, final weights ignored: BestPathEnd(use_final_probs=false)) back along
@@ -133,9 +212,10 @@ class LatticeFasterDecoder {
                        py::array_t<int32_t, py::array::c_style | py::array::forcecast> tid_to_pdf,
                        int32_t num_pdfs, const khg::LatticeFasterDecoderConfig &config)
       : graph_(std::move(graph)),
+        search_graph_(graph_->ForSearch()),
         decodable_(std::vector<int32_t>(tid_to_pdf.data(), tid_to_pdf.data() + tid_to_pdf.size()),
                    num_pdfs),
-        decoder_(*graph_, config) {
+        decoder_(*search_graph_, config) {
     decoder_.InitDecoding();
   }
 
@@ -192,23 +272,35 @@ class LatticeFasterDecoder {
   }
 
  private:
-  std::shared_ptr<Graph> graph_;  // the decoder holds a reference: keep the graph alive
+  std::shared_ptr<Graph> graph_;  // keeps the FSTs the search graph reads alive
+  std::unique_ptr<fst::StdFst> search_graph_;
   ChunkedDecodable decodable_;
   Decoder decoder_;
   bool finalized_ = false;
 };
 
 std::shared_ptr<Graph> ReadGraph(const std::string &path) {
-  std::unique_ptr<Graph> graph(Graph::Read(path));
-  if (!graph) throw std::runtime_error(path + ": not readable as an OpenFst vector FST");
-  return std::shared_ptr<Graph>(std::move(graph));
+  std::unique_ptr<fst::StdVectorFst> hclg(fst::StdVectorFst::Read(path));
+  if (!hclg) throw std::runtime_error(path + ": not readable as an OpenFst vector FST");
+  return std::make_shared<Graph>(std::move(hclg));
+}
+
+std::unique_ptr<fst::StdFst> ReadFst(const std::string &path) {
+  std::unique_ptr<fst::StdFst> read(fst::StdFst::Read(path));
+  if (!read) throw std::runtime_error(path + ": not readable as an OpenFst FST");
+  return read;
+}
+
+std::shared_ptr<Graph> ReadLookaheadGraph(const std::string &hclr, const std::string &gr,
+                                          std::vector<int32_t> disambig) {
+  return std::make_shared<Graph>(ReadFst(hclr), ReadFst(gr), std::move(disambig));
 }
 
 std::shared_ptr<Graph> CompileGraph(const std::string &text) {
   std::istringstream in(text);
   fst::FstCompiler<fst::StdArc> compiler(in, "text", nullptr, nullptr, nullptr, false, false,
                                          false, false);
-  return std::make_shared<Graph>(compiler.Fst());
+  return std::make_shared<Graph>(std::make_unique<fst::StdVectorFst>(compiler.Fst()));
 }
 
 }  // namespace
@@ -216,14 +308,23 @@ std::shared_ptr<Graph> CompileGraph(const std::string &text) {
 PYBIND11_MODULE(kaldi_lattice_faster, m) {
   m.doc() = "Kaldi's LatticeFasterDecoder (from kaldi-hmm-gmm) with tracebacks, best paths and word lattices";
 
-  py::class_<Graph, std::shared_ptr<Graph>>(m, "Graph", "A decoding graph (OpenFst StdVectorFst)")
-      .def_static("read", &ReadGraph, py::arg("path"), py::call_guard<py::gil_scoped_release>())
+  py::class_<Graph, std::shared_ptr<Graph>>(
+      m, "Graph", "A decoding graph: a static HCLG, or Vosk's HCLr and Gr composed on the fly")
+      .def_static("read", &ReadGraph, py::arg("path"), py::call_guard<py::gil_scoped_release>(),
+                  "A static graph (an OpenFst StdVectorFst file)")
+      .def_static("read_lookahead", &ReadLookaheadGraph, py::arg("hclr"), py::arg("gr"),
+                  py::arg("disambig"), py::call_guard<py::gil_scoped_release>(),
+                  "Vosk's lookahead graph: HCLr.fst (olabel_lookahead), Gr.fst (ngram), and the "
+                  "disambiguation transition-ids")
       .def_static("compile", &CompileGraph, py::arg("text"),
                   "From OpenFst's text form, as fstcompile reads it (numeric labels)")
       .def("write", [](const Graph &graph, const std::string &path) {
-        if (!graph.Write(path)) throw std::runtime_error(path + ": cannot write");
+        if (!graph.hclg().Write(path)) throw std::runtime_error(path + ": cannot write");
       }, py::arg("path"))
-      .def_property_readonly("num_states", [](const Graph &graph) { return graph.NumStates(); });
+      .def_property_readonly("is_lookahead", &Graph::is_lookahead)
+      .def_property_readonly("word_symbols", &Graph::WordSymbols,
+                             "word id -> word, from the symbol table stored with the graph (G's)")
+      .def_property_readonly("num_states", [](const Graph &graph) { return graph.hclg().NumStates(); });
 
   py::class_<khg::LatticeFasterDecoderConfig>(m, "DecoderConfig")
       .def(py::init([](float beam, int32_t max_active, int32_t min_active, float lattice_beam,

