@@ -51,7 +51,9 @@ def test_decodes_the_words_the_frames_say(tmp_path: Path) -> None:
     search = GraphSearch(_hclg(tmp_path), _TransitionModel(), DecoderOptions())
     search.advance(loglikes[:4])
     assert search.num_frames_decoded == 4
-    assert search.best_path_transitions().tolist() == [1, 1, 1, 2]
+    transition_ids, tokens = search.traceback()
+    assert transition_ids.tolist() == [1, 1, 1, 2]
+    assert len(set(tokens.tolist())) == 4 and 0 not in tokens  # a token per frame
     search.advance(loglikes[4:])
     mbr, best = search.finish()
     assert best == [A, B] and mbr == [A, B]
@@ -68,7 +70,7 @@ def test_the_online_traceback_ignores_final_weights_as_kaldi_does() -> None:
     # BestPathEnd(use_final_probs=false) takes the cheaper token, whatever is final
     search = GraphSearch(compile_graph("0 1 1 1 1.0\n0 2 2 2 0.0\n1 0.0\n"), _TransitionModel(), DecoderOptions())
     search.advance(np.zeros((1, 2)))
-    assert search.best_path_transitions().tolist() == [2]
+    assert search.traceback()[0].tolist() == [2]
     assert search.finish() == ([A], [A])  # only "a" ends in a final state
     assert search.best_path_transitions().tolist() == [1]  # once finished, final weights count
 
@@ -127,11 +129,22 @@ def test_silence_weighting_follows_the_traceback_like_kaldi() -> None:
                                  frame_subsampling_factor=3)
     first = weighting.delta_weights(num_frames_ready=6)  # nothing decoded: all silence weight
     assert first == [(t, 1e-3) for t in range(6)]
-    weighting.set_traceback(np.array([1, 2]))  # decoder frame 0 silence, frame 1 speech
+    weighting.set_traceback(np.array([1, 2]), np.array([10, 11]))  # frame 0 silence, frame 1 speech
     deltas = dict(weighting.delta_weights(num_frames_ready=9))
     # frame 0 stays silence (no change given); frame 1 becomes speech; frame 2, not decoded yet,
     # copies frame 1
     assert [deltas.get(t) for t in range(9)] == [None] * 3 + [1 - 1e-3] * 3 + [1.0] * 3
+
+
+def test_silence_weighting_stops_its_traceback_where_kaldi_does() -> None:
+    weighting = SilenceWeighting(np.array([0, 1, 5]), silence_phones=[1], silence_weight=1e-3,
+                                 frame_subsampling_factor=3)
+    weighting.set_traceback(np.array([1, 2, 2]), np.array([10, 11, 12]))
+    # a new best path: frame 2 from another token, frame 1 from the same token 11 by another arc
+    # (tid 1), frame 0 changed too; Kaldi stops at frame 1's token: frames 0 and 1 keep theirs
+    weighting.set_traceback(np.array([2, 1, 1]), np.array([20, 11, 13]))
+    assert weighting.transition_id == [1, 2, 1]
+    assert weighting.token == [10, 11, 13]
 
 
 # HCL: tid 1 reads "a" (then loops on 1, 0.1), and the disambiguation tid 3 goes back to the start;

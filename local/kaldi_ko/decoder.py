@@ -6,7 +6,7 @@ package, opened to Python by ``kaldi_lattice_faster.cc`` beside this file and bu
     graph, words = read_graph(model_dir / "graph")
     search = GraphSearch(graph, transition_model, DecoderOptions())
     search.advance(loglikes)           # (frames, num_pdfs) network outputs, any number of times
-    search.best_path_transitions()     # the cheapest token's traceback (Vosk's silence weighting)
+    search.traceback()                 # the cheapest token's path (Vosk's silence weighting)
     mbr, best = search.finish()        # word ids: minimum Bayes risk, most likely
 
 **The graph** is the model's, read as Vosk reads it: the Korean model ships a lookahead graph
@@ -23,7 +23,7 @@ HCLG, Vosk itself changed its words on 1 of the 30 test utterances.
 it advances as the network's chunks arrive, its tokens keeping backpointers as Kaldi's online
 decoders do. Mid-utterance, Vosk's silence weighting reads the traceback from the cheapest token
 of the last frame, final weights ignored (Kaldi's ``BestPathEnd(use_final_probs=false)`` +
-``TraceBackBestPath``): ``best_path_transitions``. The network outputs pdfs,
+``TraceBackBestPath``): ``traceback``. The network outputs pdfs,
 the graph's input labels are transition-ids: the decoder reads the log-likelihood of
 ``pdf(tid)`` (acoustic scale 1, as chain models use).
 
@@ -215,13 +215,21 @@ class GraphSearch:
         self.loglikes = np.concatenate([self.loglikes, pdf_loglikes[:, self.tid_to_pdf[1:]]])
         self.decoder.advance(np.ascontiguousarray(pdf_loglikes[:, :self.num_pdfs]))
 
+    def traceback(self) -> Tuple[np.ndarray, np.ndarray]:
+        """What Vosk's silence weighting reads mid-utterance, per decoded frame: the transition-id
+        of the current best path (from the cheapest token of the last frame back along the tokens'
+        best predecessors, final weights ignored: Kaldi's ``BestPathEnd(use_final_probs=false)``
+        + ``TraceBackBestPath``) and the token its arc left from (an address: Kaldi compares
+        them for identity, :class:`local.kaldi_ko.online.SilenceWeighting`)."""
+        if self.finished:
+            raise RuntimeError("traceback() after finish(): the best path is best_path_transitions()")
+        transition_ids, tokens = self.decoder.traceback()
+        return transition_ids.astype(np.int64), tokens
+
     def best_path_transitions(self) -> np.ndarray:
-        """The transition-ids, one per decoded frame, of the best path: before :meth:`finish`
-        the traceback Vosk's silence weighting reads (Kaldi's ``BestPathEnd(use_final_probs=false)``
-        + ``TraceBackBestPath``: from the cheapest token of the last frame back along the
-        tokens' best predecessors); after it, the utterance's best path, final weights counted."""
-        if not self.finished:
-            return self.decoder.traceback().astype(np.int64)
+        """The transition-ids, one per frame, of the utterance's best path, final weights
+        counted (the decoding is finalized first if it was not)."""
+        self._finalize()
         path = linear_path(self.decoder.best_path(use_final_probs=True))
         return np.array([arc[2] for arc in path if arc[2] > 0], dtype=np.int64)
 
@@ -236,7 +244,10 @@ class GraphSearch:
     def word_sequences(self) -> List[Tuple[List[int], float]]:
         """The lattice's word sequences within ``lattice_beam`` (:func:`word_sequences`), once
         the decoding is finalized (done here if it was not)."""
+        self._finalize()
+        return word_sequences(self.decoder.word_lattice(beam=self.options.lattice_beam), self.options.graph_scale)
+
+    def _finalize(self) -> None:
         if not self.finished:
             self.decoder.finalize()
             self.finished = True
-        return word_sequences(self.decoder.word_lattice(beam=self.options.lattice_beam), self.options.graph_scale)

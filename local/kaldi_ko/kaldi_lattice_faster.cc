@@ -11,7 +11,7 @@
 //       kaldi_lattice_faster.DecoderConfig(beam=10, max_active=3000, min_active=200,
 //                                          lattice_beam=2))
 //   decoder.advance(loglikes)                   # (frames, num_pdfs) float32, any number of times
-//   decoder.traceback()                         # transition-ids of the cheapest token's path
+//   decoder.traceback()                         # the cheapest token's path: transition-ids, tokens
 //   decoder.best_path(use_final_probs=True)     # OpenFst text of a Kaldi Lattice
 //   decoder.finalize(); decoder.word_lattice(beam=2)
 //
@@ -123,12 +123,15 @@ class Decoder : public khg::LatticeFasterDecoderTpl<fst::StdFst, Token> {
  public:
   using khg::LatticeFasterDecoderTpl<fst::StdFst, Token>::LatticeFasterDecoderTpl;
 
-  // The transition-ids, one per decoded frame, from the cheapest token of the last frame (the
-  // first of equal ones, final weights ignored: BestPathEnd(use_final_probs=false)) back along
-  // each token's best predecessor, through the cheapest link to it (TraceBackBestPath).
-  std::vector<int32_t> Traceback() const {
-    std::vector<int32_t> transition_ids;
-    if (NumFramesDecoded() == 0) return transition_ids;
+  // Per decoded frame, the transition-id of the arc that reached it and the token that arc left
+  // from, from the cheapest token of the last frame (the first of equal ones, final weights
+  // ignored: BestPathEnd(use_final_probs=false)) back along each token's best predecessor,
+  // through the cheapest link to it (TraceBackBestPath). Kaldi's silence weighting compares
+  // those tokens (by address) with the ones it stored, and stops where they agree.
+  void Traceback(std::vector<int32_t> *transition_ids, std::vector<uint64_t> *tokens) const {
+    transition_ids->clear();
+    tokens->clear();
+    if (NumFramesDecoded() == 0) return;
     Token *best = nullptr;
     float best_cost = std::numeric_limits<float>::infinity();
     for (Token *tok = active_toks_.back().toks; tok != nullptr; tok = tok->next) {
@@ -147,10 +150,13 @@ class Decoder : public khg::LatticeFasterDecoderTpl<fst::StdFst, Token> {
           ilabel = link->ilabel;
         }
       }
-      if (ilabel != 0) transition_ids.push_back(ilabel);
+      if (ilabel != 0) {
+        transition_ids->push_back(ilabel);
+        tokens->push_back(reinterpret_cast<uintptr_t>(tok->backpointer));
+      }
     }
-    std::reverse(transition_ids.begin(), transition_ids.end());
-    return transition_ids;
+    std::reverse(transition_ids->begin(), transition_ids->end());
+    std::reverse(tokens->begin(), tokens->end());
   }
 };
 
@@ -242,9 +248,12 @@ class LatticeFasterDecoder {
 
   int32_t NumFramesDecoded() const { return decoder_.NumFramesDecoded(); }
 
-  py::array_t<int32_t> Traceback() const {
-    const std::vector<int32_t> transition_ids = decoder_.Traceback();
-    return py::array_t<int32_t>(transition_ids.size(), transition_ids.data());
+  std::pair<py::array_t<int32_t>, py::array_t<uint64_t>> Traceback() const {
+    std::vector<int32_t> transition_ids;
+    std::vector<uint64_t> tokens;
+    decoder_.Traceback(&transition_ids, &tokens);
+    return {py::array_t<int32_t>(transition_ids.size(), transition_ids.data()),
+            py::array_t<uint64_t>(tokens.size(), tokens.data())};
   }
 
   // use_final_probs=false: every token of the last frame counts as final at no cost.

@@ -99,7 +99,8 @@ def load_vosk_model(model_dir: PathLike) -> VoskModel:
 
 class SilenceWeighting:
     """Kaldi's ``OnlineSilenceWeighting`` (``max_state_duration`` off, as in Vosk): per decoder
-    frame, the transition-id of the current best path and the weight last given."""
+    frame, the transition-id of the best path as last traced back, the token its arc left from,
+    and the weight last given."""
 
     def __init__(self, tid_to_phone: np.ndarray, silence_phones: Sequence[int], silence_weight: float,
                  frame_subsampling_factor: int):
@@ -107,17 +108,26 @@ class SilenceWeighting:
         self.silence_weight = silence_weight
         self.factor = frame_subsampling_factor
         self.transition_id: List[int] = []
+        self.token: List[int] = []
         self.weight: List[float] = []
 
     def _resize(self, size: int) -> None:
         while len(self.transition_id) < size:
             self.transition_id.append(-1)
+            self.token.append(0)
             self.weight.append(0.0)
 
-    def set_traceback(self, transition_ids: np.ndarray) -> None:
-        """The best path's transition-ids for the frames decoded (``ComputeCurrentTraceback``)."""
+    def set_traceback(self, transition_ids: np.ndarray, tokens: np.ndarray) -> None:
+        """The best path of the frames decoded (:meth:`GraphSearch.traceback`), taken as Kaldi's
+        ``ComputeCurrentTraceback`` takes it: from the last frame back, until a frame whose arc
+        leaves from the token stored for it. There it stops: that frame and the ones before keep
+        their transition-ids, even where the new path leaves that token by another arc."""
         self._resize(len(transition_ids))
-        self.transition_id[:len(transition_ids)] = [int(t) for t in transition_ids]
+        for frame in range(len(transition_ids) - 1, -1, -1):
+            if self.token[frame] == int(tokens[frame]):
+                break
+            self.token[frame] = int(tokens[frame])
+            self.transition_id[frame] = int(transition_ids[frame])
 
     def delta_weights(self, num_frames_ready: int) -> List[Tuple[int, float]]:
         """(input frame, weight change) pairs for the i-vector extractor (``GetDeltaWeights``)."""
@@ -218,7 +228,7 @@ def recognize(model: VoskModel, samples: np.ndarray, mode: str = "online",
         if silence is not None and ivector_ready > 0:
             # Kaldi asks the feature pipeline for its frames ready: those of MFCC and
             # i-vector together (OnlineAppendFeature), not the MFCC's alone
-            silence.set_traceback(decoder.best_path_transitions())
+            silence.set_traceback(*decoder.traceback())
             feature.update_frame_weights(silence.delta_weights(ivector_ready))
         needed = -(-ready_frames // (fpc // s))
         if needed > len(chunk_ivectors):
