@@ -120,46 +120,36 @@ def read_words(graph_dir: Path) -> Dict[int, str]:
 Arc = Tuple[int, int, int, int, float, float]  # src, dst, ilabel, olabel, graph cost, acoustic cost
 
 
-def _fst_text(text: str) -> Tuple[List[Tuple[int, int, int, int, str]], Dict[int, str]]:
-    """OpenFst's text form (``to_str()``): arcs (src, dst, ilabel, olabel, weight) and final
-    states' weights, the weights as printed ("" for One). The start state's lines come first."""
-    arcs: List[Tuple[int, int, int, int, str]] = []
-    finals: Dict[int, str] = {}
+def parse_lattice(text: str) -> Tuple[int, List[Arc], Dict[int, Tuple[float, float]]]:
+    """A Kaldi ``Lattice`` in OpenFst's text form (``kaldi_lattice_faster``'s lattices, weights
+    printed "graph,acoustic", nothing printed for One): its start state (the first line's), its
+    arcs, and its final states with their (graph, acoustic) costs; start -1 if empty."""
+    def weight(fields: List[str], at: int) -> Tuple[float, float]:
+        graph, acoustic = fields[at].split(",") if len(fields) > at else ("0", "0")
+        return float(graph), float(acoustic)
+
+    start, arcs, finals = -1, [], {}
     for line in text.splitlines():
         fields = line.split()
+        if fields and start == -1:
+            start = int(fields[0])
         if len(fields) >= 4:
-            arcs.append((int(fields[0]), int(fields[1]), int(fields[2]), int(fields[3]),
-                         fields[4] if len(fields) == 5 else ""))
+            arcs.append((int(fields[0]), int(fields[1]), int(fields[2]), int(fields[3]), *weight(fields, 4)))
         elif fields:
-            finals[int(fields[0])] = fields[1] if len(fields) == 2 else ""
-    return arcs, finals
-
-
-def _lattice_weight(printed: str) -> Tuple[float, float]:
-    """A Kaldi ``LatticeWeight`` as printed, "graph,acoustic": (graph, acoustic)."""
-    graph, acoustic = printed.split(",") if printed else ("0", "0")
-    return float(graph), float(acoustic)
-
-
-def parse_lattice(text: str) -> Tuple[List[Arc], Dict[int, Tuple[float, float]]]:
-    """A Kaldi ``Lattice`` in OpenFst's text form (``kaldi_lattice_faster``'s lattices): its arcs
-    and its final states with their (graph, acoustic) costs."""
-    arcs, finals = _fst_text(text)
-    return ([(s, d, i, o, *_lattice_weight(w)) for s, d, i, o, w in arcs],
-            {s: _lattice_weight(w) for s, w in finals.items()})
+            finals[int(fields[0])] = weight(fields, 1)
+    return start, arcs, finals
 
 
 def word_sequences(text: str, graph_scale: float) -> List[Tuple[List[int], float]]:
     """The word sequences of a determinized word lattice (``word_lattice()``'s text: an acyclic
     acceptor of word ids, weights "graph,acoustic"), each with its log-likelihood
     ``-(graph_scale * graph + acoustic)``, best first."""
-    arcs, finals = parse_lattice(text)
+    start, arcs, finals = parse_lattice(text)
     if not finals:
         return []  # no final state: no path
     leaving: Dict[int, List[Arc]] = {}
     for arc in arcs:
         leaving.setdefault(arc[0], []).append(arc)
-    start = int(text.split(maxsplit=1)[0])  # OpenFst's text form starts with the start state
     found: List[Tuple[List[int], float]] = []
     stack: List[Tuple[int, float, float, Tuple[int, ...]]] = [(start, 0.0, 0.0, ())]
     while stack:
@@ -174,11 +164,9 @@ def word_sequences(text: str, graph_scale: float) -> List[Tuple[List[int], float
 
 def linear_path(text: str) -> List[Arc]:
     """The arcs of a linear lattice (a best path) from its start state on."""
-    arcs, _ = parse_lattice(text)
-    if not arcs:
-        return []
+    state, arcs, _ = parse_lattice(text)
     leaving = {arc[0]: arc for arc in arcs}
-    path, state = [], int(text.split(maxsplit=1)[0])
+    path = []
     while state in leaving:
         path.append(leaving[state])
         state = leaving[state][1]
@@ -199,8 +187,15 @@ class GraphSearch:
                 beam=options.beam, max_active=options.max_active, min_active=options.min_active,
                 lattice_beam=options.lattice_beam, beam_delta=options.beam_delta))
         self.finished = False
-        # what the decoder read, per transition-id (column tid - 1), for the frame check
-        self.loglikes = np.zeros((0, len(self.tid_to_pdf) - 1), dtype=np.float32)
+        self._pdf_loglikes: List[np.ndarray] = []
+
+    @property
+    def loglikes(self) -> np.ndarray:
+        """What the decoder read, per transition-id (frames, column ``tid - 1``): for the frame
+        check."""
+        pdfs = (np.concatenate(self._pdf_loglikes) if self._pdf_loglikes
+                else np.zeros((0, self.num_pdfs), dtype=np.float32))
+        return pdfs[:, self.tid_to_pdf[1:]]
 
     @property
     def num_frames_decoded(self) -> int:
@@ -212,8 +207,9 @@ class GraphSearch:
         if pdf_loglikes.ndim != 2 or pdf_loglikes.shape[1] < self.num_pdfs:
             raise ValueError(f"network outputs of shape {pdf_loglikes.shape}: the transition model "
                              f"has pdfs up to {self.num_pdfs - 1}")
-        self.loglikes = np.concatenate([self.loglikes, pdf_loglikes[:, self.tid_to_pdf[1:]]])
-        self.decoder.advance(np.ascontiguousarray(pdf_loglikes[:, :self.num_pdfs]))
+        read = np.array(pdf_loglikes[:, :self.num_pdfs], order="C")  # a copy, kept for loglikes
+        self._pdf_loglikes.append(read)
+        self.decoder.advance(read)
 
     def traceback(self) -> Tuple[np.ndarray, np.ndarray]:
         """What Vosk's silence weighting reads mid-utterance, per decoded frame: the transition-id
@@ -230,7 +226,7 @@ class GraphSearch:
         """The transition-ids, one per frame, of the utterance's best path, final weights
         counted (the decoding is finalized first if it was not)."""
         self._finalize()
-        path = linear_path(self.decoder.best_path(use_final_probs=True))
+        path = linear_path(self.decoder.best_path())
         return np.array([arc[2] for arc in path if arc[2] > 0], dtype=np.int64)
 
     def finish(self) -> Tuple[List[int], List[int]]:

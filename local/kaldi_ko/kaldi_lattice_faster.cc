@@ -12,7 +12,7 @@
 //                                          lattice_beam=2))
 //   decoder.advance(loglikes)                   # (frames, num_pdfs) float32, any number of times
 //   decoder.traceback()                         # the cheapest token's path: transition-ids, tokens
-//   decoder.best_path(use_final_probs=True)     # OpenFst text of a Kaldi Lattice
+//   decoder.best_path()                         # OpenFst text of a Kaldi Lattice
 //   decoder.finalize(); decoder.word_lattice(beam=2)
 //
 // Lattices come back in OpenFst's text form, weights as "graph,acoustic" (Kaldi's
@@ -51,9 +51,9 @@ const fst::FstRegisterer<fst::NGramFst<fst::StdArc>> ngram_registerer;
 // and Kaldi's nnet3-latgen-faster-lookahead compose it (Kaldi's LookaheadComposeFst: OpenFst's
 // ComposeFst, which picks the label-lookahead filter for HCLr's olabel_lookahead matcher, its
 // disambiguation transition-ids mapped to epsilon). A lazy composition numbers its states in
-// the order the search reaches them, and the numbering orders the decoder's tokens (which of
-// equal costs wins, what max-active cuts): each search gets a fresh one, as each Vosk
-// recognizer makes its own.
+// the order the search reaches them, and the numbering orders the decoder's tokens (which
+// marginal tokens get through while a frame's cutoff tightens): each search gets a fresh one,
+// as each Vosk recognizer makes its own.
 class Graph {
  public:
   explicit Graph(std::unique_ptr<fst::StdVectorFst> hclg) : hclg_(std::move(hclg)) {}
@@ -256,10 +256,10 @@ class LatticeFasterDecoder {
             py::array_t<uint64_t>(tokens.size(), tokens.data())};
   }
 
-  // use_final_probs=false: every token of the last frame counts as final at no cost.
-  std::string BestPath(bool use_final_probs) const {
+  // The best path, final weights counted.
+  std::string BestPath() const {
     fst::Lattice path;
-    if (NumFramesDecoded() > 0) decoder_.GetBestPath(&path, use_final_probs);
+    if (NumFramesDecoded() > 0) decoder_.GetBestPath(&path, true);
     return LatticeText(path);
   }
 
@@ -360,6 +360,6 @@ PYBIND11_MODULE(kaldi_lattice_faster, m) {
       .def("finalize", &LatticeFasterDecoder::Finalize)
       .def_property_readonly("num_frames_decoded", &LatticeFasterDecoder::NumFramesDecoded)
       .def("traceback", &LatticeFasterDecoder::Traceback)
-      .def("best_path", &LatticeFasterDecoder::BestPath, py::arg("use_final_probs"))
+      .def("best_path", &LatticeFasterDecoder::BestPath)
       .def("word_lattice", &LatticeFasterDecoder::WordLattice, py::arg("beam"));
 }
